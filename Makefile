@@ -1,0 +1,47 @@
+# Reverie. `make dev` runs the whole system locally; `make test` runs the tests. Both set themselves up.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: setup dev dev-reset test test-unit lint bench bench-chat bench-reflect bench-recall deploy clean
+
+setup: $(STAMP)
+
+# Reinstalls only when a requirements file changes, so a second `make setup` takes no time.
+$(STAMP): pyproject.toml layers/core/requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+dev: setup
+	$(BIN)/reverie dev
+
+dev-reset:
+	rm -rf .reverie
+
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-unit: setup
+	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/cfn-lint template.yaml
+
+bench: bench-chat bench-reflect
+
+bench-chat: setup
+	$(BIN)/python bench/chat.py
+
+bench-reflect: setup
+	$(BIN)/python bench/reflect.py
+
+deploy:
+	sam build && sam deploy --guided
+
+clean:
+	rm -rf $(VENV) .aws-sam .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Reverie: long-term memory for AI chat assistants."""

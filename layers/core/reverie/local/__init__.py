@@ -1,0 +1,1 @@
+"""The whole system on one machine: embedded engines, the template read as AWS would, and the runner."""

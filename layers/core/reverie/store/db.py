@@ -1,0 +1,68 @@
+"""A small thread-safe pool of Postgres connections with transaction helpers."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg2
+import psycopg2.extras
+import psycopg2.pool
+from psycopg2.extensions import connection as PgConnection
+
+from reverie.errors import ServiceUnavailable
+
+psycopg2.extras.register_uuid()
+
+
+class Database:
+    """One per process. `transaction()` commits on success and rolls back on any exception."""
+
+    def __init__(self, url: str, *, max_connections: int = 8, connect_timeout_s: int = 5):
+        self.url = url
+        self._pool = psycopg2.pool.ThreadedConnectionPool(
+            0, max_connections, url, connect_timeout=connect_timeout_s, application_name="reverie"
+        )
+        # ThreadedConnectionPool raises instead of waiting when all connections are out; a semaphore
+        # turns that into waiting, which is what concurrent lookups on one instance want.
+        self._slots = threading.BoundedSemaphore(max_connections)
+
+    @contextmanager
+    def transaction(self) -> Iterator[PgConnection]:
+        self._slots.acquire()
+        conn = None
+        try:
+            try:
+                conn = self._pool.getconn()
+            except psycopg2.OperationalError as exc:
+                raise ServiceUnavailable("the database is unreachable") from exc
+            try:
+                yield conn
+                conn.commit()
+            except BaseException:
+                if not conn.closed:
+                    conn.rollback()
+                raise
+        finally:
+            if conn is not None:
+                self._pool.putconn(conn, close=bool(conn.closed))
+            self._slots.release()
+
+    @contextmanager
+    def cursor(self) -> Iterator[psycopg2.extras.RealDictCursor]:
+        """A dict cursor inside its own transaction."""
+        with self.transaction() as conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+            yield cur
+
+    def ping(self) -> None:
+        with self.transaction() as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")
+
+    def close(self) -> None:
+        self._pool.closeall()
+
+
+def vector_literal(vector: list[float]) -> str:
+    """pgvector's text form; cast with ::vector in SQL (no numpy needed)."""
+    return "[" + ",".join(f"{x:.6g}" for x in vector) + "]"
