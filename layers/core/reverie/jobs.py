@@ -68,3 +68,25 @@ def _reason(exc: ValidationError) -> str:
         return f"job is missing {', '.join(missing)}: every job must carry its project and user"
     first = exc.errors()[0]
     return f"job field {'.'.join(str(p) for p in first['loc']) or '(root)'}: {first['msg']}"
+
+
+# ---------------------------------------------------------------- the "queued" marker
+# Postgres only learns of a job when a reflector finishes it, and the chat path never writes Postgres,
+# so the producer leaves a small marker in Valkey: it lets the status API say "queued" instead of 404.
+JOB_MARKER_TTL_S = 14 * 24 * 3600
+
+
+def marker_key(project_id: str, job_id: str) -> str:
+    return f"job:{project_id}:{job_id}"
+
+
+def remember(pipe_or_valkey, job: ReflectionJob) -> None:
+    """Add the marker to a pipeline (or send it directly): {user_id, session_id, created_at}."""
+    value = json.dumps({"user_id": job.user_id, "session_id": job.session_id,
+                        "created_at": job.created_at.isoformat(), "source": job.source})
+    pipe_or_valkey.set(marker_key(job.project_id, job.job_id), value, ex=JOB_MARKER_TTL_S)
+
+
+def known(valkey, project_id: str, job_id: str) -> dict[str, Any] | None:
+    raw = valkey.get(marker_key(project_id, job_id))
+    return json.loads(raw) if raw else None

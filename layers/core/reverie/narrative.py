@@ -76,5 +76,17 @@ def generate(clients, job: NarrativeJob) -> dict[str, Any]:
     return {"version": version, "citations": len(used)}
 
 
+def latest(db, project_id: str, user_id: str) -> dict[str, Any] | None:
+    """The newest narrative version of a user: {text, version, generated_at, citations}, or None."""
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT text, version, generated_at, citations FROM narratives WHERE project_id = %s AND user_id = %s"
+            " ORDER BY version DESC LIMIT 1",
+            (project_id, user_id),
+        )
+        row = cur.fetchone()
+        return dict(row) if row else None
+
+
 def parse(body: str) -> NarrativeJob:
     return NarrativeJob.model_validate(json.loads(body))
