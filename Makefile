@@ -40,6 +40,11 @@ bench-chat: setup
 bench-reflect: setup
 	$(BIN)/python bench/reflect.py
 
+# LoCoMo evidence recall@k; pass another copy of the data set with LOCOMO=path/to/locomo10.json
+LOCOMO ?= ../shared/eval/locomo-dev.json
+bench-recall: setup
+	$(BIN)/python bench/recall_eval.py $(LOCOMO)
+
 deploy:
 	sam build && sam deploy --guided
 

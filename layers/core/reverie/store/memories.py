@@ -213,9 +213,9 @@ def current_by_tier(db: Database, project_id: str, user_id: str, tier: Tier, lim
 def hybrid_search(
     db: Database, project_id: str, user_id: str, *, query: str, embedding: list[float] | None,
     tiers: Sequence[Tier] | None = None, limit: int = 10, filters: dict[str, Any] | None = None,
-    as_of: datetime | None = None, candidates: int = 50,
+    as_of: datetime | None = None, candidates: int = 50, vector_weight: float = 1.0, text_weight: float = 1.0,
 ) -> list[ScoredMemory]:
-    """pgvector cosine and full-text search, each ranked, fused by reciprocal rank fusion in one query."""
+    """pgvector cosine and full-text search, each ranked, fused by weighted reciprocal rank fusion in one query."""
     scope = ["project_id = %(project)s", "user_id = %(user)s", "tier = ANY(%(tiers)s)"]
     if as_of is None:
         scope.append("superseded_at IS NULL")
@@ -227,7 +227,7 @@ def hybrid_search(
     params: dict[str, Any] = {
         "project": project_id, "user": user_id, "tiers": [Tier(t).value for t in (tiers or list(Tier))],
         "as_of": as_of, "filters": Json(filters or {}), "k": candidates, "limit": limit,
-        "terms": or_tsquery(query), "rrf": RRF_K,
+        "terms": or_tsquery(query), "rrf": RRF_K, "vw": vector_weight, "tw": text_weight,
         "qvec": vector_literal(embedding) if embedding is not None else None,
     }
     vector_part = (
@@ -245,7 +245,7 @@ def hybrid_search(
     sql = (
         f"WITH vec AS ({vector_part}), fts AS ({text_part}),"
         " fused AS (SELECT coalesce(vec.id, fts.id) AS id,"
-        " coalesce(1.0 / (%(rrf)s + vec.rank), 0) + coalesce(1.0 / (%(rrf)s + fts.rank), 0) AS score"
+        " coalesce(%(vw)s / (%(rrf)s + vec.rank), 0) + coalesce(%(tw)s / (%(rrf)s + fts.rank), 0) AS score"
         " FROM vec FULL OUTER JOIN fts ON vec.id = fts.id)"
         f" SELECT {_COLUMNS.replace('id, user_id', 'm.id, user_id', 1)}, fused.score"
         " FROM fused JOIN memories m ON m.id = fused.id ORDER BY fused.score DESC, m.recorded_at DESC"
