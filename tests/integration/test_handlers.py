@@ -1,23 +1,15 @@
 """Every function in template.yaml imports to a callable and accepts its sample event from events/."""
 
 import copy
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from function_loader import functions, load_handler
 
-from reverie.local.template import PROJECT_ROOT, Template
+from reverie.local.template import PROJECT_ROOT
 
-FUNCTIONS = Template().functions()
-
-
-def load_handler(spec):
-    _, _, attr = spec.handler.rpartition(".")
-    module_spec = importlib.util.spec_from_file_location(f"fn_{spec.logical_id}", spec.app_path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return getattr(module, attr)
+FUNCTIONS = functions()
 
 
 def sample_event(spec, project) -> dict:
