@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+DEV_ARGS ?=
 
 .PHONY: setup dev dev-reset test test-unit lint bench bench-chat bench-reflect bench-recall deploy clean
 
@@ -16,8 +17,9 @@ $(STAMP): pyproject.toml layers/core/requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
+# Options pass through, e.g. make dev DEV_ARGS="--port 3001 --schedule-rate 60"
 dev: setup
-	$(BIN)/reverie dev
+	$(BIN)/reverie dev $(DEV_ARGS)
 
 dev-reset:
 	rm -rf .reverie

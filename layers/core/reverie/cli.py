@@ -67,7 +67,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 def cmd_schedule(args: argparse.Namespace) -> int:
     from reverie.local.runner import run_schedule
 
-    print(json.dumps(run_schedule(args.name), indent=2, default=str))
+    print(json.dumps(run_schedule(args.name, data_dir=args.data_dir), indent=2, default=str))
     return 0
 
 
@@ -108,11 +108,15 @@ def parser() -> argparse.ArgumentParser:
     dev.add_argument("--reset", action="store_true", help="wipe the local data first")
     dev.add_argument("--schedule-rate", type=float, default=None,
                      help="seconds between local schedule firings (default: the template's rates)")
+    dev.add_argument("--retry-delay", type=float, default=None,
+                     help="seconds before a failed queue message is retried (default 2; Lambda waits for the "
+                          "queue's visibility timeout)")
     dev.set_defaults(func=cmd_dev)
 
     schedule = sub.add_parser("schedule", help="schedules").add_subparsers(dest="action", required=True)
     run = schedule.add_parser("run", help="fire a schedule's function now")
     run.add_argument("name", help="weekly | health")
+    run.add_argument("--data-dir", default=".reverie", help="the data dir of the running `reverie dev`")
     run.set_defaults(func=cmd_schedule)
 
     dlq = sub.add_parser("dlq", help="dead-letter queues").add_subparsers(dest="action", required=True)

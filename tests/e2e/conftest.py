@@ -1,0 +1,48 @@
+"""The local stack for the e2e tests: the runner `make dev` uses, on a free port and a throwaway data dir.
+
+Package scope: it starts once for tests/e2e and stops before other test folders run, so its engines and
+environment never overlap the integration tests' own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from reverie.local.runner import LocalStack
+
+
+@pytest.fixture(scope="package")
+def stack(tmp_path_factory):
+    """The running LocalStack: .base_url, .api_key, .project_id, .engines, .clients, .pollers, .functions,
+    .invoke(), .run_schedule(), and .override_handler(function, handler) to swap one function's code.
+
+    Failed queue messages are retried at once (retry delay 0), so retries and redrives take milliseconds.
+    """
+    local = LocalStack(retry_delay_s=0, run_schedules=False)
+    local.start(tmp_path_factory.mktemp("reverie-local"), persist=False, port=0)
+    yield local
+    local.stop()
+
+
+@pytest.fixture
+def api(stack):
+    """An HTTP client on the stack's API, with the dev project's key."""
+    with httpx.Client(base_url=stack.base_url, headers={"Authorization": f"Bearer {stack.api_key}"},
+                      timeout=30) as client:
+        yield client
+
+
+def wait_for(condition: Callable[[], Any], timeout_s: float = 20.0, interval_s: float = 0.1) -> Any:
+    """Poll until `condition()` is truthy and return it; fail with the last value after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    value = condition()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval_s)
+        value = condition()
+    assert value, f"condition not met within {timeout_s} s (last value: {value!r})"
+    return value
