@@ -49,7 +49,7 @@ class KeyResolver:
     """Maps a key to its project; answers are cached briefly so a revoked key stops working soon."""
 
     def __init__(self, db: Database, ttl_s: float = 60.0, clock=time.monotonic):
-        self._db = db
+        self.db = db
         self._ttl = ttl_s
         self._clock = clock
         self._cache: dict[str, tuple[float, str | None]] = {}
@@ -63,7 +63,7 @@ class KeyResolver:
         if hit and hit[0] > now:
             project = hit[1]
         else:
-            project = projects.project_for_key_hash(self._db, digest)
+            project = projects.project_for_key_hash(self.db, digest)
             with self._lock:
                 if len(self._cache) > 10_000:
                     self._cache.clear()

@@ -16,9 +16,11 @@ _resolver: KeyResolver | None = None
 
 
 def resolver(clients) -> KeyResolver:
+    """One resolver (and so one key cache) per process, rebuilt if the process's clients were replaced."""
     global _resolver
-    if _resolver is None:
-        _resolver = KeyResolver(clients.db, ttl_s=clients.settings.auth_cache_ttl_s)
+    db = clients.db
+    if _resolver is None or _resolver.db is not db:
+        _resolver = KeyResolver(db, ttl_s=clients.settings.auth_cache_ttl_s)
     return _resolver
 
 
