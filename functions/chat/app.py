@@ -1,7 +1,7 @@
 """POST /v1/chat: the fast path. Answers from tier 1 and recalled memory, then publishes one reflection job."""
 
 from reverie.chat import chat_turn
-from reverie.http import make_resolver, project_id
+from reverie.http import make_resolver, oversized_body, project_id
 from reverie.models import ChatRequest, ChatResponse
 from reverie.observability import logger, metrics, tracer
 from reverie.runtime import clients
@@ -11,11 +11,13 @@ app = make_resolver()
 
 @app.post("/v1/chat")
 def chat(body: ChatRequest) -> ChatResponse:
-    return chat_turn(clients(), project_id(app), body)
+    return chat_turn(clients(), project_id(app), body,
+                     idempotency_key=app.current_event.headers.get("idempotency-key"),
+                     lambda_context=app.lambda_context)
 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event, context):
-    return app.resolve(event, context)
+    return oversized_body(event) or app.resolve(event, context)

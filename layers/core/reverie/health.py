@@ -1,4 +1,5 @@
-"""The health probe: engines, queue depths and DLQs as metrics, so alarms see what a person would."""
+"""The health probe: engines, queue depths and DLQs as metrics, so alarms see what a person would; and the
+outbox drain, which publishes the jobs the topic refused earlier."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from reverie import outbox
+from reverie.metric_names import Metric
 from reverie.observability import logger, metrics
 from reverie.status import system_status
 
@@ -19,12 +22,28 @@ def probe(clients) -> dict[str, Any]:
             report["engines"][name] = "ok"
         except Exception as exc:
             report["engines"][name] = f"down: {type(exc).__name__}"
-            metrics.add_metric(name="EngineDown", unit=MetricUnit.Count, value=1)
+            metrics.add_metric(name=Metric.ENGINE_DOWN, unit=MetricUnit.Count, value=1)
+    if report["engines"]["valkey"] == "ok":
+        report["outbox_drain"] = drain_outbox(clients)
     report.update(system_status(clients))
     deepest = max((q["queue"] or {}).get("visible", 0) for q in report["queues"].values())
     dead = sum((q["dlq"] or {}).get("visible", 0) for q in report["queues"].values())
-    metrics.add_metric(name="QueueDepth", unit=MetricUnit.Count, value=deepest)
-    metrics.add_metric(name="DeadLetters", unit=MetricUnit.Count, value=dead)
-    metrics.add_metric(name="ReflectionStalled", unit=MetricUnit.Count, value=0)
+    metrics.add_metric(name=Metric.QUEUE_DEPTH, unit=MetricUnit.Count, value=deepest)
+    metrics.add_metric(name=Metric.DEAD_LETTERS, unit=MetricUnit.Count, value=dead)
+    metrics.add_metric(name=Metric.REFLECTION_STALLED, unit=MetricUnit.Count, value=0)
     logger.info("health probe", extra=report)
     return report
+
+
+def drain_outbox(clients) -> dict[str, Any]:
+    """Publish parked jobs, then report what is left as metrics (an outbox that does not empty alarms)."""
+    try:
+        result = outbox.drain(clients)
+        left = outbox.stats(clients.valkey)
+    except Exception as exc:  # a failed drain must not cost the rest of the probe
+        logger.error("outbox drain failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+        return {"error": type(exc).__name__}
+    metrics.add_metric(name=Metric.OUTBOX_DEPTH, unit=MetricUnit.Count, value=left["jobs"])
+    metrics.add_metric(name=Metric.OUTBOX_OLDEST_AGE, unit=MetricUnit.Seconds, value=left["oldest_age_s"])
+    return {"published": result.published, "dropped": result.dropped, "remaining": left["jobs"],
+            "oldest_age_s": left["oldest_age_s"]}

@@ -54,3 +54,18 @@ def project_id(app: APIGatewayHttpResolver) -> str:
     if not project:
         raise Unauthorized("the request was not authorized with an API key")
     return str(project)
+
+
+# API Gateway takes bodies up to 10 MB; ours are far smaller, so anything bigger is refused before parsing.
+MAX_BODY_BYTES = 64 * 1024
+
+
+def oversized_body(event: dict[str, Any], limit: int = MAX_BODY_BYTES) -> dict[str, Any] | None:
+    """A 413 proxy answer when the event's body is over `limit` bytes (checked before anything parses it)."""
+    body = event.get("body") or ""
+    size = len(body) * 3 // 4 if event.get("isBase64Encoded") else len(body.encode("utf-8"))
+    if size <= limit:
+        return None
+    return {"statusCode": 413, "headers": {"Content-Type": JSON},
+            "body": json.dumps({"error": {"code": "payload_too_large",
+                                          "message": f"the request body must be at most {limit} bytes"}})}

@@ -24,6 +24,9 @@ class Database:
         self._pool = psycopg2.pool.ThreadedConnectionPool(
             0, max_connections, url, connect_timeout=connect_timeout_s, application_name="reverie"
         )
+        # Connections open on first use (minconn 0 above), but psycopg2 closes every connection put back
+        # beyond `minconn`, which would reconnect on every query: raising it keeps them for reuse.
+        self._pool.minconn = max_connections
         # ThreadedConnectionPool raises instead of waiting when all connections are out; a semaphore
         # turns that into waiting, which is what concurrent lookups on one instance want.
         self._slots = threading.BoundedSemaphore(max_connections)

@@ -230,10 +230,13 @@ def hybrid_search(
         "terms": or_tsquery(query), "rrf": RRF_K, "vw": vector_weight, "tw": text_weight,
         "qvec": vector_literal(embedding) if embedding is not None else None,
     }
+    # Exact distances over the user's own rows, reached through the scope index ("+ 0" keeps the planner off
+    # the HNSW index): a global HNSW scan filtered to one user keeps only the few of its ef_search nearest
+    # rows that are that user's (none of 50 at 100,000 memories over 20 users).
     vector_part = (
-        f"SELECT id, row_number() OVER (ORDER BY embedding <=> %(qvec)s::vector) AS rank FROM ("
-        f" SELECT id, embedding FROM memories WHERE {where} AND embedding IS NOT NULL"
-        f" ORDER BY embedding <=> %(qvec)s::vector LIMIT %(k)s) v"
+        f"SELECT id, row_number() OVER (ORDER BY d) AS rank FROM ("
+        f" SELECT id, embedding <=> %(qvec)s::vector AS d FROM memories WHERE {where} AND embedding IS NOT NULL"
+        f" ORDER BY (embedding <=> %(qvec)s::vector) + 0 LIMIT %(k)s) v"
         if embedding is not None else "SELECT NULL::uuid AS id, NULL::bigint AS rank WHERE false"
     )
     text_part = (

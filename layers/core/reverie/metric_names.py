@@ -1,0 +1,31 @@
+"""Every CloudWatch metric name Reverie emits, in one place: template.yaml's alarms refer to these names."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Metric(StrEnum):
+    # The chat turn's job reached neither the topic nor the outbox (MemoryNotSavedAlarm).
+    MEMORY_NOT_SAVED = "MemoryNotSaved"
+    # The topic refused a job; it waits in the Valkey outbox.
+    JOB_PARKED = "JobParked"
+    # Parked jobs published by a drain (the health probe or the user's next turn).
+    OUTBOX_DRAINED = "OutboxDrained"
+    OUTBOX_DEPTH = "OutboxDepth"
+    OUTBOX_OLDEST_AGE = "OutboxOldestAgeSeconds"
+    # Recall answered without a part it could not reach.
+    LONG_TERM_RECALL_SKIPPED = "LongTermRecallSkipped"  # Postgres
+    RECENT_TURNS_SKIPPED = "RecentTurnsSkipped"  # Valkey
+    QUERY_EMBEDDING_SKIPPED = "QueryEmbeddingSkipped"  # embeddings endpoint: text search only
+    # Tier 1 was not updated after a reply (Valkey down); the job still carries the turns.
+    WORKING_MEMORY_NOT_UPDATED = "WorkingMemoryNotUpdated"
+    # An Idempotency-Key could not be checked (Valkey down); the job id still makes retries harmless.
+    IDEMPOTENCY_UNAVAILABLE = "IdempotencyUnavailable"
+    # The chat model failed; the turn was answered 503 and nothing was stored.
+    REPLY_FAILED = "ReplyFailed"
+    # The health probe's.
+    ENGINE_DOWN = "EngineDown"
+    QUEUE_DEPTH = "QueueDepth"
+    DEAD_LETTERS = "DeadLetters"
+    REFLECTION_STALLED = "ReflectionStalled"

@@ -1,0 +1,37 @@
+"""The chat benchmark runs end to end in quick mode and writes well-formed results (timings are not judged here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+ENGINE_VARIABLES = ("DATABASE_URL", "REDIS_URL", "AWS_ENDPOINT_URL")
+
+
+def test_the_quick_benchmark_writes_well_formed_results(tmp_path):
+    out = tmp_path / "chat.json"
+    # Its own engines: the benchmark rebuilds indexes and empties queues, which the tests' engines must not see.
+    env = {k: v for k, v in os.environ.items() if k not in ENGINE_VARIABLES}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "chat.py"), "--quick", "--reply-ms", "5", "--embed-ms", "1",
+         "--extract-ms", "5", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["memories"] == 2000 and result["turns"] == 40 and result["users"] == 20
+    for name in ("overhead_ms", "async_ms", "sync_ms"):
+        assert set(result[name]) >= {"p50", "p95"}
+        assert 0 <= result[name]["p50"] <= result[name]["p95"]
+    assert result["statuses"] == {"200": 40} and result["memory_saved"] == 40
+    assert result["machine"]["cores"] >= 1 and result["date"]
+    assert result["model_delays_ms"] == {"reply": 5, "embedding": 1, "extraction": 5}
+    assert result["build"]["total_s"] >= 0 and isinstance(result["targets"]["overhead_met"], bool)

@@ -1,0 +1,145 @@
+"""Engine faults during a chat turn: the reply still comes when only recall is hurt, the job is parked when the
+topic is down, and a turn whose job cannot be saved says so (answer, error log, metric) instead of hiding it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from chat_support import (
+    RecordingLLM,
+    drain_all_tiers,
+    emitted_metrics,
+    parked,
+    post_chat,
+    published,
+    swapped,
+    tier1,
+    valkey_keys_of,
+)
+from test_chat import remember
+
+from reverie import chat, recall
+from reverie.llm import LLMTimeout, LLMUnavailable
+from reverie.metric_names import Metric
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _leave_the_queues_clean(clients, project):
+    yield
+    drain_all_tiers(clients, project.project_id)
+
+MISSING_TOPIC = "arn:aws:sns:us-east-1:123456789012:no-such-topic.fifo"
+
+
+def turn(project_id: str, message: str, *, user: str = "ana", session: str = "s1", key: str | None = None):
+    return post_chat(project_id, {"user_id": user, "session_id": session, "message": message}, key=key)
+
+
+def test_a_failed_reply_is_503_and_nothing_is_stored(clients, project, capsys):
+    with swapped(clients, llm=RecordingLLM(fail=LLMTimeout("took too long"))):
+        status, answer = turn(project.project_id, "hello")
+    assert status == 503 and answer["error"]["code"] == "unavailable"
+    assert valkey_keys_of(clients, project.project_id) == [] and published(clients, project.project_id) == []
+    assert emitted_metrics(capsys.readouterr().out).get(Metric.REPLY_FAILED) == 1
+
+
+def test_with_postgres_down_the_reply_comes_without_long_term_memories(clients, project, capsys):
+    remember(clients, project.project_id, "ana", "Ana's sister Rosa lives in Lisbon")
+    with swapped(clients, postgres_down=True):
+        status, answer = turn(project.project_id, "Where does Rosa live?")
+    assert status == 200, answer
+    assert answer["context"]["memories"] == [] and answer["memory_saved"] is True
+    assert [j.job_id for j in published(clients, project.project_id)] == [answer["job_id"]]
+    assert len(tier1(clients, project.project_id, "ana", "s1")) == 2
+    assert emitted_metrics(capsys.readouterr().out).get(Metric.LONG_TERM_RECALL_SKIPPED) == 1
+
+
+def test_with_valkey_down_the_reply_comes_without_recent_turns_and_the_job_goes_straight_to_the_topic(
+    clients, project, capsys,
+):
+    turn(project.project_id, "I am planning a trip")
+    published(clients, project.project_id)
+    recorder = RecordingLLM()
+    with swapped(clients, llm=recorder, valkey_down=True):
+        status, answer = turn(project.project_id, "To Lisbon")
+    assert status == 200 and answer["memory_saved"] is True
+    assert [m["role"] for m in recorder.replies[0]] == ["system", "user"]
+    assert [j.job_id for j in published(clients, project.project_id)] == [answer["job_id"]]
+    assert parked(clients, project.project_id, "ana") == []
+    metrics = emitted_metrics(capsys.readouterr().out)
+    assert metrics.get(Metric.RECENT_TURNS_SKIPPED) == 1 and metrics.get(Metric.WORKING_MEMORY_NOT_UPDATED) == 1
+
+
+def test_with_the_topic_down_the_job_is_parked_and_the_reply_says_saved(clients, project, capsys):
+    with swapped(clients, reflection_topic_arn=MISSING_TOPIC):
+        status, answer = turn(project.project_id, "I moved to Berlin")
+    assert status == 200 and answer["memory_saved"] is True
+    assert [j.job_id for j in parked(clients, project.project_id, "ana")] == [answer["job_id"]]
+    assert published(clients, project.project_id) == []
+    assert len(tier1(clients, project.project_id, "ana", "s1")) == 2
+    assert emitted_metrics(capsys.readouterr().out).get(Metric.JOB_PARKED) == 1
+
+
+def test_with_the_topic_and_valkey_down_the_reply_says_not_saved_with_an_error_and_a_metric(
+    clients, project, capsys, caplog,
+):
+    with swapped(clients, reflection_topic_arn=MISSING_TOPIC, valkey_down=True):
+        status, answer = turn(project.project_id, "I moved to Berlin")
+    assert status == 200 and answer["memory_saved"] is False and answer["reply"]
+    assert emitted_metrics(capsys.readouterr().out).get(Metric.MEMORY_NOT_SAVED) == 1
+    assert any(r.levelname == "ERROR" and "memory not saved" in r.getMessage() for r in caplog.records)
+
+
+def test_the_users_next_turn_publishes_the_parked_jobs_first_and_in_order(clients, project):
+    with swapped(clients, reflection_topic_arn=MISSING_TOPIC):
+        _, first = turn(project.project_id, "first")
+        _, second = turn(project.project_id, "second")
+    _, third = turn(project.project_id, "third")
+    assert [j.job_id for j in published(clients, project.project_id)] == [
+        first["job_id"], second["job_id"], third["job_id"]]
+    assert parked(clients, project.project_id, "ana") == []
+
+
+def test_another_users_parked_jobs_do_not_hold_back_this_user(clients, project):
+    with swapped(clients, reflection_topic_arn=MISSING_TOPIC):
+        turn(project.project_id, "ben's turn", user="ben")
+    _, mine = turn(project.project_id, "ana's turn")
+    assert [j.job_id for j in published(clients, project.project_id)] == [mine["job_id"]]
+    assert len(parked(clients, project.project_id, "ben")) == 1
+
+
+def test_an_unchecked_retry_with_valkey_down_publishes_the_same_job_id_which_the_topic_drops(clients, project):
+    with swapped(clients, valkey_down=True):
+        _, first = turn(project.project_id, "remember my cat Miso", key="retry-k")
+        _, again = turn(project.project_id, "remember my cat Miso", key="retry-k")
+    assert first["job_id"] == again["job_id"]
+    assert [j.job_id for j in published(clients, project.project_id)] == [first["job_id"]]
+
+
+def test_when_the_query_cannot_be_embedded_full_text_search_still_recalls(clients, project, capsys):
+    sister = remember(clients, project.project_id, "ana", "Ana's sister Rosa lives in Lisbon")
+    with swapped(clients, llm=RecordingLLM(embed_fail=LLMUnavailable("embeddings down"))):
+        status, answer = turn(project.project_id, "Where does Rosa live?")
+    assert status == 200 and [m["id"] for m in answer["context"]["memories"]] == [sister]
+    assert emitted_metrics(capsys.readouterr().out).get(Metric.QUERY_EMBEDDING_SKIPPED) == 1
+    published(clients, project.project_id)
+
+
+def test_a_recall_lookup_slower_than_the_deadline_is_left_out(clients, project, monkeypatch):
+    from test_chat import write_narrative
+
+    write_narrative(clients, project.project_id, "ana", "Ana is a teacher in Porto.")
+    real = recall.fresh_narrative
+
+    def hung(*args, **kwargs):
+        time.sleep(1.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(recall, "fresh_narrative", hung)
+    monkeypatch.setattr(chat, "RECALL_DEADLINE_S", 0.2)
+    status, answer = turn(project.project_id, "hello")
+    assert status == 200 and answer["context"]["narrative"] is False
+    published(clients, project.project_id)
