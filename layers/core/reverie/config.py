@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # but the chat path runs its lookups concurrently.
     db_pool_max: int = 8
 
+    # Reflection queues: the receive on which a failing job is recorded dead (template.yaml maxReceiveCount).
+    reflect_max_receive_count: int = 5
+
     def queue_url(self, tier: Tier | str) -> str | None:
         return getattr(self, f"{Tier(tier).value}_queue_url")
 

@@ -1,0 +1,52 @@
+"""Shared by the tier modules: turning a model's extracted entries into items attributed to their jobs."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from reverie.models import ReflectionJob
+from reverie.observability import logger
+from reverie.reflect.plan import Item, clean_text
+
+
+def slot_key(slot: str | None) -> str | None:
+    if not slot:
+        return None
+    key = re.sub(r"[^a-z0-9]+", "_", slot.lower()).strip("_")[:64]
+    return key or None
+
+
+def said_at(job: ReflectionJob) -> datetime:
+    """When the user said it: the job's last user turn (its last turn when it has none)."""
+    user_turns = [t for t in job.turns if t.role == "user"]
+    return (user_turns or job.turns)[-1].created_at
+
+
+def user_turn_ids(job: ReflectionJob) -> list[str]:
+    return [t.turn_id for t in job.turns if t.role == "user"] or [t.turn_id for t in job.turns]
+
+
+def job_for(ref: str, refs: dict[str, ReflectionJob], jobs: Sequence[ReflectionJob], tier: str) -> ReflectionJob:
+    """The job a model's reference names. An unknown reference is attributed to the batch's last job rather
+    than dropped: the item did come from this batch, and a silently unsaved memory is worse."""
+    job = refs.get(ref)
+    if job is None:
+        logger.warning("extraction named an unknown job reference", extra={"tier": tier, "ref": ref[:20]})
+        job = jobs[-1]
+    return job
+
+
+def item_for(ref: str, job: ReflectionJob, text: str, *, slot: str | None = None,
+             extra: dict[str, Any] | None = None) -> Item | None:
+    text = clean_text(text)
+    if not text:
+        return None
+    metadata = dict(job.metadata)
+    metadata.update({k: v for k, v in (extra or {}).items() if v not in (None, [], "")})
+    if slot:
+        metadata["slot"] = slot
+    return Item(ref=ref, job_id=job.job_id, text=text, slot=slot, metadata=metadata, session_id=job.session_id,
+                valid_from=said_at(job), source_turn_ids=user_turn_ids(job))
