@@ -6,6 +6,7 @@ Defined once here and imported everywhere else.
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -17,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -43,18 +45,45 @@ def _bounded_text(limit: int):
             raise ValueError(f"must be at most {limit} bytes")
         if not value.strip():
             raise ValueError("must not be empty")
+        if "\x00" in value:  # Postgres text cannot hold NUL: refuse it here rather than fail on write
+            raise ValueError("must not contain NUL characters")
         return value
 
     return AfterValidator(check)
 
 
+def _jsonb_safe(value: Any) -> None:
+    """Postgres jsonb refuses NUL, lone surrogates and NaN/Infinity: refuse them as input, not as a 500."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        value.encode("utf-8")  # a lone surrogate raises UnicodeEncodeError, a ValueError
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("numbers must be finite")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _jsonb_safe(key)
+            _jsonb_safe(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _jsonb_safe(item)
+
+
 def _bounded_metadata(value: dict[str, Any]) -> dict[str, Any]:
     if len(json.dumps(value, separators=(",", ":"), default=str).encode("utf-8")) > MAX_METADATA_BYTES:
         raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
+    _jsonb_safe(value)
     return value
 
 
-MessageText = Annotated[str, _bounded_text(MAX_MESSAGE_BYTES)]
+# What the validator enforces, written down for OpenAPI: some non-blank text, no NUL, at most 32 KB.
+MESSAGE_TEXT_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
+MessageText = Annotated[
+    str,
+    _bounded_text(MAX_MESSAGE_BYTES),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_MESSAGE_BYTES, "pattern": MESSAGE_TEXT_PATTERN,
+                    "description": f"Non-blank text of at most {MAX_MESSAGE_BYTES} bytes (UTF-8), without NUL."}),
+]
 Metadata = Annotated[dict[str, Any], AfterValidator(_bounded_metadata)]
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from reverie import outbox
 from reverie.models import TIERS
+from reverie.store import users
 
 _ATTRIBUTES = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
 
@@ -17,7 +19,7 @@ def queue_counts(sqs, url: str | None) -> dict[str, int] | None:
             "in_flight": int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0))}
 
 
-def system_status(clients) -> dict[str, Any]:
+def system_status(clients, project_id: str | None = None) -> dict[str, Any]:
     s = clients.settings
     queues = {}
     for name in [t.value for t in TIERS] + ["narrative"]:
@@ -25,4 +27,16 @@ def system_status(clients) -> dict[str, Any]:
             "queue": queue_counts(clients.sqs, getattr(s, f"{name}_queue_url")),
             "dlq": queue_counts(clients.sqs, getattr(s, f"{name}_dlq_url")),
         }
-    return {"status": "ok", "queues": queues}
+    answer: dict[str, Any] = {"status": "ok", "queues": queues, "outbox": _or_error(outbox.stats, clients.valkey)}
+    if project_id is not None:
+        # When each tier last recorded a job outcome for this project: a stalled tier shows here first.
+        answer["last_write"] = _or_error(users.last_writes, clients.db, project_id)
+    return answer
+
+
+def _or_error(read, *args) -> Any:
+    # A status report names the engine it could not reach instead of failing as a whole.
+    try:
+        return read(*args)
+    except Exception as exc:
+        return {"error": f"unavailable: {type(exc).__name__}"}
