@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from reverie.errors import InvalidJob, validation_details
 from reverie.models import ReflectionJob, Turn
+from reverie.working_memory import escape
 
 
 def make_job(
@@ -77,16 +78,31 @@ JOB_MARKER_TTL_S = 14 * 24 * 3600
 
 
 def marker_key(project_id: str, job_id: str) -> str:
-    return f"job:{project_id}:{job_id}"
+    return f"job:{escape(project_id)}:{escape(job_id)}"
+
+
+def user_jobs_key(project_id: str, user_id: str) -> str:
+    """The set of one user's marked job ids, so a forget finds them without scanning the project."""
+    return f"jobs:{escape(project_id)}:{escape(user_id)}"
 
 
 def remember(pipe_or_valkey, job: ReflectionJob) -> None:
     """Add the marker to a pipeline (or send it directly): {user_id, session_id, created_at}."""
     value = json.dumps({"user_id": job.user_id, "session_id": job.session_id,
                         "created_at": job.created_at.isoformat(), "source": job.source})
+    index = user_jobs_key(job.project_id, job.user_id)
     pipe_or_valkey.set(marker_key(job.project_id, job.job_id), value, ex=JOB_MARKER_TTL_S)
+    pipe_or_valkey.sadd(index, job.job_id)
+    pipe_or_valkey.expire(index, JOB_MARKER_TTL_S)
 
 
 def known(valkey, project_id: str, job_id: str) -> dict[str, Any] | None:
     raw = valkey.get(marker_key(project_id, job_id))
     return json.loads(raw) if raw else None
+
+
+def forget_markers(valkey, project_id: str, user_id: str) -> int:
+    """Delete one user's job markers and their index; returns how many keys went."""
+    index = user_jobs_key(project_id, user_id)
+    job_ids = [j.decode() if isinstance(j, bytes) else j for j in valkey.smembers(index)]
+    return int(valkey.delete(index, *(marker_key(project_id, j) for j in job_ids)))

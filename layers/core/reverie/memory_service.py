@@ -462,29 +462,7 @@ def _forget_keys(valkey, keys: list[str]) -> int:
 
 
 def _forget_job_markers(valkey, project_id: str, user_id: str) -> int:
-    """Job markers name their user in the value, not the key: read the project's markers, drop the user's."""
-    deleted = 0
-    batch: list[bytes] = []
-    pattern = jobs.marker_key(re.sub(r"([*?\[\]\\])", r"\\\1", project_id), "*")
-    for key in valkey.scan_iter(match=pattern, count=500):
-        batch.append(key)
-        if len(batch) >= 500:
-            deleted += _drop_markers_of(valkey, batch, user_id)
-            batch = []
-    if batch:
-        deleted += _drop_markers_of(valkey, batch, user_id)
-    return deleted
-
-
-def _drop_markers_of(valkey, keys: list[bytes], user_id: str) -> int:
-    mine = []
-    for key, raw in zip(keys, valkey.mget(keys), strict=True):
-        try:
-            if raw and json.loads(raw).get("user_id") == user_id:
-                mine.append(key)
-        except (ValueError, AttributeError):
-            continue
-    return int(valkey.delete(*mine)) if mine else 0
+    return jobs.forget_markers(valkey, project_id, user_id)
 
 
 # ---------------------------------------------------------------- jobs and status
