@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # but the chat path runs its lookups concurrently.
     db_pool_max: int = 8
 
+    # The health probe calls a tier stalled when jobs have waited this long and it has written nothing since.
+    stall_after_s: int = 900
+
     # Reflection queues: the receive on which a failing job is recorded dead (template.yaml maxReceiveCount).
     reflect_max_receive_count: int = 5
 

@@ -10,7 +10,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from reverie import outbox
 from reverie.metric_names import Metric
 from reverie.observability import logger, metrics
+from reverie.stalls import find_stalls
 from reverie.status import system_status
+from reverie.store.processed_jobs import last_processed_at
 
 
 def probe(clients) -> dict[str, Any]:
@@ -30,7 +32,9 @@ def probe(clients) -> dict[str, Any]:
     dead = sum((q["dlq"] or {}).get("visible", 0) for q in report["queues"].values())
     metrics.add_metric(name=Metric.QUEUE_DEPTH, unit=MetricUnit.Count, value=deepest)
     metrics.add_metric(name=Metric.DEAD_LETTERS, unit=MetricUnit.Count, value=dead)
-    metrics.add_metric(name=Metric.REFLECTION_STALLED, unit=MetricUnit.Count, value=0)
+    stalled = check_stalls(clients, report)
+    if stalled is not None:
+        metrics.add_metric(name=Metric.REFLECTION_STALLED, unit=MetricUnit.Count, value=stalled)
     logger.info("health probe", extra=report)
     return report
 
@@ -47,3 +51,19 @@ def drain_outbox(clients) -> dict[str, Any]:
     metrics.add_metric(name=Metric.OUTBOX_OLDEST_AGE, unit=MetricUnit.Seconds, value=left["oldest_age_s"])
     return {"published": result.published, "dropped": result.dropped, "remaining": left["jobs"],
             "oldest_age_s": left["oldest_age_s"]}
+
+
+def check_stalls(clients, report: dict[str, Any]) -> int | None:
+    """How many tiers are stalled, or None when the engines needed to tell are down (then no metric is sent,
+    and the alarm, which treats missing data as breaching, fires on its own)."""
+    try:
+        stalls = find_stalls(clients.valkey, report["queues"], last_processed_at(clients.db),
+                             stall_after_s=clients.settings.stall_after_s)
+    except Exception as exc:
+        logger.error("stall check failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+        return None
+    report["stalls"] = stalls
+    stalled = [tier for tier, s in stalls.items() if s["stalled"]]
+    if stalled:
+        logger.error("reflection stalled", extra={"tiers": stalled})
+    return len(stalled)

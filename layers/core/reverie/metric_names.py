@@ -24,6 +24,11 @@ class Metric(StrEnum):
     IDEMPOTENCY_UNAVAILABLE = "IdempotencyUnavailable"
     # The chat model failed; the turn was answered 503 and nothing was stored.
     REPLY_FAILED = "ReplyFailed"
+    # The reflectors'.
+    REFLECTION_FAILURES = "ReflectionFailures"  # records failed back to their queue
+    DEAD_JOBS = "DeadJobs"  # failed on their last receive: on their way to the DLQ
+    POISON_JOBS = "PoisonJobs"  # refused at once (not a scoped, valid job) and parked in the DLQ
+    FORGOTTEN_JOBS_DROPPED = "ForgottenJobsDropped"  # made before their user was forgotten
     # The health probe's.
     ENGINE_DOWN = "EngineDown"
     QUEUE_DEPTH = "QueueDepth"

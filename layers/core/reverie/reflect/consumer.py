@@ -23,6 +23,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from reverie.errors import InvalidJob
 from reverie.jobs import parse_job
+from reverie.metric_names import Metric
 from reverie.models import SAFE_ID_PATTERN, ReflectionJob, Tier, TierStatus
 from reverie.observability import logger, metrics
 from reverie.reflect.learn import learn, user_hash
@@ -132,9 +133,9 @@ class BatchReflector:
             "tier": self.tier.value, "user_hash": user_hash(job.user_id), "jobs": len(batch), "dead": dead,
             "error_type": type(exc).__name__, "receive_count": batch[0].receive_count,
         })
-        metrics.add_metric(name="ReflectionFailures", unit=MetricUnit.Count, value=len(batch))
+        metrics.add_metric(name=Metric.REFLECTION_FAILURES, unit=MetricUnit.Count, value=len(batch))
         if dead:
-            metrics.add_metric(name="DeadJobs", unit=MetricUnit.Count, value=dead)
+            metrics.add_metric(name=Metric.DEAD_JOBS, unit=MetricUnit.Count, value=dead)
         try:
             with self.clients.db.transaction() as conn, conn.cursor() as cur:
                 outcomes_table.write_failures(cur, job.project_id, job.user_id, self.tier, failures)
@@ -151,7 +152,7 @@ class BatchReflector:
         reason = delivery.refusal or "unreadable job"
         logger.error("poison job refused", extra={"tier": self.tier.value, "reason": reason[:500],
                                                   "message_id": delivery.message_id})
-        metrics.add_metric(name="PoisonJobs", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name=Metric.POISON_JOBS, unit=MetricUnit.Count, value=1)
         scope = scope_of(delivery.body)
         if scope is not None:
             project_id, job_id, user_id = scope

@@ -12,6 +12,7 @@ import psycopg2.errors
 from aws_lambda_powertools.metrics import MetricUnit
 
 from reverie import ledger
+from reverie.metric_names import Metric
 from reverie.models import ReflectionJob, Tier, TierOutcome, TierStatus
 from reverie.observability import logger, metrics
 from reverie.reflect import episodic, procedural, semantic
@@ -77,7 +78,7 @@ def learn(clients, tier: Tier, jobs: Sequence[ReflectionJob], meter: ledger.Mete
     if dropped:
         logger.info("jobs of a forgotten user dropped", extra={"tier": tier.value, "jobs": dropped,
                                                                "user_hash": user_hash(user_id)})
-        metrics.add_metric(name="ForgottenJobsDropped", unit=MetricUnit.Count, value=dropped)
+        metrics.add_metric(name=Metric.FORGOTTEN_JOBS_DROPPED, unit=MetricUnit.Count, value=dropped)
     logger.info("reflected", extra={
         "tier": tier.value, "user_hash": user_hash(user_id), "jobs": len(live), "dropped": dropped,
         "skipped": len(jobs) - len(pending), "added": sum(o.added for o in results.values()),
