@@ -1,5 +1,7 @@
-"""POST /v1/chat: the fast path. Answers from tier 1 and recalled memory, then publishes one reflection job."""
+"""POST /v1/chat: the fast path. Answers from tier 1 and recalled memory; its reflection job is published after
+the response (reverie.after_response)."""
 
+from reverie import after_response
 from reverie.chat import chat_turn
 from reverie.http import make_resolver, oversized_body, project_id
 from reverie.models import ChatRequest, ChatResponse
@@ -16,6 +18,7 @@ def chat(body: ChatRequest) -> ChatResponse:
                      lambda_context=app.lambda_context)
 
 
+@after_response.runs_deferred
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics

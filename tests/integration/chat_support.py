@@ -1,5 +1,6 @@
 """Helpers for the chat tests: API Gateway events as the authorizer leaves them, the chat handler, what reached
-the tier queues and tier 1, a recording model, and swapping one engine of the shared clients for a broken one."""
+the tier queues and tier 1, a recording model, swapping one engine of the shared clients for a broken one, and
+holding back the work the chat defers past its response."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import redis
 
-from reverie import jobs, outbox, working_memory
+from reverie import after_response, jobs, outbox, working_memory
 from reverie.errors import InvalidJob
 from reverie.llm import OfflineLLM
 from reverie.local.context import LambdaContext
@@ -42,10 +43,27 @@ def chat_handler():
     return load_function("ChatFunction")
 
 
-def post_chat(project_id: str | None, body: dict | str, *, key: str | None = None) -> tuple[int, dict]:
+def post_chat(project_id: str | None, body: dict | str, *, key: str | None = None,
+              wait_deferred: bool = True) -> tuple[int, dict]:
+    """One turn through the handler; then (unless told not to) the work it deferred past its response, the
+    publish, is waited for, so what the turn published can be read."""
     headers = {"idempotency-key": key} if key else None
     answer = chat_handler()(chat_event(project_id, body, headers=headers), LambdaContext())
+    if wait_deferred:
+        assert after_response.drain(10), "work deferred past the response did not finish"
     return answer["statusCode"], json.loads(answer["body"]) if answer.get("body") else {}
+
+
+@contextmanager
+def deferred_work_held():
+    """Until the block ends (or the callable it gives is called), work deferred past a response waits: the one
+    background worker that runs it is kept busy."""
+    gate = threading.Event()
+    after_response.defer(gate.wait, 10)
+    try:
+        yield gate.set
+    finally:
+        gate.set()
 
 
 def published(clients, project_id: str, tier: Tier = Tier.EPISODIC) -> list[ReflectionJob]:

@@ -7,9 +7,19 @@ import threading
 from datetime import timedelta
 
 import pytest
-from chat_support import RecordingLLM, drain_all_tiers, post_chat, published, swapped, tier1, valkey_keys_of
+from chat_support import (
+    RecordingLLM,
+    deferred_work_held,
+    drain_all_tiers,
+    parked,
+    post_chat,
+    published,
+    swapped,
+    tier1,
+    valkey_keys_of,
+)
 
-from reverie import jobs
+from reverie import after_response, jobs, outbox
 from reverie.models import MAX_MESSAGE_BYTES, TIERS, Tier, utcnow
 from reverie.store import memories as store
 
@@ -62,6 +72,23 @@ def test_a_turn_appends_the_pair_to_tier_1_and_publishes_one_job_with_both_turns
         assert [t.content for t in job.turns] == ["I moved to Berlin", answer["reply"]]
         assert job.metadata == {"app": "web"}
     assert jobs.known(clients.valkey, project.project_id, answer["job_id"])["user_id"] == "ana"
+
+
+def test_the_reply_returns_before_the_publish_with_the_job_already_durable_in_the_outbox(clients, project):
+    body = {"user_id": "ana", "session_id": "s1", "message": "I moved to Berlin"}
+    with deferred_work_held():
+        status, answer = post_chat(project.project_id, body, wait_deferred=False)
+        assert status == 200 and answer["memory_saved"] is True
+        assert [j.job_id for j in parked(clients, project.project_id, "ana")] == [answer["job_id"]]
+        assert len(tier1(clients, project.project_id, "ana", "s1")) == 2
+        assert jobs.known(clients.valkey, project.project_id, answer["job_id"]) is not None
+        for tier in TIERS:
+            assert published(clients, project.project_id, tier) == []
+    assert after_response.drain(10)
+    for tier in TIERS:
+        assert [j.job_id for j in published(clients, project.project_id, tier)] == [answer["job_id"]]
+    assert parked(clients, project.project_id, "ana") == []
+    assert not clients.valkey.exists(outbox.claims_key(project.project_id, "ana"))
 
 
 def test_tier_1_keeps_the_newest_turns_of_the_session_only(clients, project):

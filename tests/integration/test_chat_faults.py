@@ -1,13 +1,16 @@
-"""Engine faults during a chat turn: the reply still comes when only recall is hurt, the job is parked when the
-topic is down, and a turn whose job cannot be saved says so (answer, error log, metric) instead of hiding it."""
+"""Engine faults during a chat turn: the reply still comes when only recall is hurt, the job stays parked when its
+publish after the response fails, it is published before the reply when Valkey is down, and a turn whose job
+cannot be saved says so (answer, error log, metric) instead of hiding it."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 from chat_support import (
     RecordingLLM,
+    deferred_work_held,
     drain_all_tiers,
     emitted_metrics,
     parked,
@@ -19,7 +22,7 @@ from chat_support import (
 )
 from test_chat import remember
 
-from reverie import chat, recall
+from reverie import after_response, chat, jobs, outbox, recall
 from reverie.llm import LLMTimeout, LLMUnavailable
 from reverie.metric_names import Metric
 
@@ -34,8 +37,10 @@ def _leave_the_queues_clean(clients, project):
 MISSING_TOPIC = "arn:aws:sns:us-east-1:123456789012:no-such-topic.fifo"
 
 
-def turn(project_id: str, message: str, *, user: str = "ana", session: str = "s1", key: str | None = None):
-    return post_chat(project_id, {"user_id": user, "session_id": session, "message": message}, key=key)
+def turn(project_id: str, message: str, *, user: str = "ana", session: str = "s1", key: str | None = None,
+         wait_deferred: bool = True):
+    return post_chat(project_id, {"user_id": user, "session_id": session, "message": message}, key=key,
+                     wait_deferred=wait_deferred)
 
 
 def test_a_failed_reply_is_503_and_nothing_is_stored(clients, project, capsys):
@@ -83,6 +88,82 @@ def test_with_the_topic_down_the_job_is_parked_and_the_reply_says_saved(clients,
     assert emitted_metrics(capsys.readouterr().out).get(Metric.JOB_PARKED) == 1
 
 
+def test_with_valkey_down_the_job_is_published_before_the_reply(clients, project):
+    with deferred_work_held(), swapped(clients, valkey_down=True):
+        status, answer = turn(project.project_id, "I moved to Berlin", wait_deferred=False)
+        assert status == 200 and answer["memory_saved"] is True
+        assert [j.job_id for j in published(clients, project.project_id)] == [answer["job_id"]]
+    assert parked(clients, project.project_id, "ana") == []
+
+
+def test_a_publish_that_fails_after_the_reply_leaves_the_job_parked_and_a_later_drain_publishes_it_once(
+    clients, project, capsys,
+):
+    with swapped(clients, reflection_topic_arn=MISSING_TOPIC):
+        status, answer = turn(project.project_id, "I moved to Berlin")
+    assert status == 200 and answer["memory_saved"] is True
+    assert [j.job_id for j in parked(clients, project.project_id, "ana")] == [answer["job_id"]]
+    assert published(clients, project.project_id) == []
+    assert emitted_metrics(capsys.readouterr().out).get(Metric.JOB_PARKED) == 1
+    assert outbox.drain_user(clients, project.project_id, "ana").published == 1
+    assert [j.job_id for j in published(clients, project.project_id)] == [answer["job_id"]]
+    assert outbox.drain_user(clients, project.project_id, "ana").published == 0
+    assert published(clients, project.project_id) == [] and parked(clients, project.project_id, "ana") == []
+
+
+def test_valkey_failing_after_the_reply_leaves_the_job_parked_with_a_warning_for_a_later_drain(
+    clients, project, caplog,
+):
+    with deferred_work_held() as release:
+        status, answer = turn(project.project_id, "I moved to Berlin", wait_deferred=False)
+        with swapped(clients, valkey_down=True):
+            release()
+            assert after_response.drain(10)
+    assert status == 200 and answer["memory_saved"] is True
+    assert [j.job_id for j in parked(clients, project.project_id, "ana")] == [answer["job_id"]]
+    assert published(clients, project.project_id) == []
+    assert any(r.levelname == "WARNING" and "job left in the outbox" in r.getMessage() for r in caplog.records)
+    assert outbox.drain_user(clients, project.project_id, "ana").published == 1
+    assert [j.job_id for j in published(clients, project.project_id)] == [answer["job_id"]]
+    assert parked(clients, project.project_id, "ana") == []
+
+
+def test_a_job_parked_behind_one_another_drainer_is_publishing_goes_out_once_that_drainer_is_done(
+    clients, project, monkeypatch,
+):
+    """Two Lambda environments serving one user: the other one is still publishing the user's earlier job when
+    this turn's publish starts, and read the outbox before this turn's job was parked."""
+    from test_outbox import a_job, claim_age
+
+    earlier = a_job(project.project_id, text="earlier")
+    outbox.park(clients.valkey, earlier)
+    claim_age(clients, earlier, 0)
+    seen_busy = threading.Event()
+    real_drain = outbox.drain_user
+
+    def watched_drain(*args, **kwargs):
+        result = real_drain(*args, **kwargs)
+        if result.busy:
+            seen_busy.set()
+        return result
+
+    def other_drainer_finishes():
+        assert seen_busy.wait(10)
+        jobs.publish(clients.sns, clients.settings.reflection_topic_arn, earlier)
+        clients.valkey.hdel(outbox.claims_key(project.project_id, "ana"), earlier.job_id)
+        clients.valkey.hdel(outbox.jobs_key(project.project_id, "ana"), earlier.job_id)
+
+    monkeypatch.setattr(outbox, "drain_user", watched_drain)
+    monkeypatch.setattr(chat, "BUSY_WAIT_S", 0.2)
+    other = threading.Thread(target=other_drainer_finishes)
+    other.start()
+    status, answer = turn(project.project_id, "later")
+    other.join(10)
+    assert status == 200 and seen_busy.is_set()
+    assert [j.job_id for j in published(clients, project.project_id)] == [earlier.job_id, answer["job_id"]]
+    assert parked(clients, project.project_id, "ana") == []
+
+
 def test_with_the_topic_and_valkey_down_the_reply_says_not_saved_with_an_error_and_a_metric(
     clients, project, capsys, caplog,
 ):
@@ -93,7 +174,7 @@ def test_with_the_topic_and_valkey_down_the_reply_says_not_saved_with_an_error_a
     assert any(r.levelname == "ERROR" and "memory not saved" in r.getMessage() for r in caplog.records)
 
 
-def test_the_users_next_turn_publishes_the_parked_jobs_first_and_in_order(clients, project):
+def test_the_users_next_turn_publishes_the_parked_jobs_first_and_in_order(clients, project, capsys):
     with swapped(clients, reflection_topic_arn=MISSING_TOPIC):
         _, first = turn(project.project_id, "first")
         _, second = turn(project.project_id, "second")
@@ -101,6 +182,8 @@ def test_the_users_next_turn_publishes_the_parked_jobs_first_and_in_order(client
     assert [j.job_id for j in published(clients, project.project_id)] == [
         first["job_id"], second["job_id"], third["job_id"]]
     assert parked(clients, project.project_id, "ana") == []
+    # the turn's own job went out on the normal path: only the two held-back ones count as drained
+    assert emitted_metrics(capsys.readouterr().out).get(Metric.OUTBOX_DRAINED) == 2
 
 
 def test_another_users_parked_jobs_do_not_hold_back_this_user(clients, project):

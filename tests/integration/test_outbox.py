@@ -55,7 +55,7 @@ def test_while_the_topic_is_down_a_drain_keeps_every_job_and_its_order(clients, 
     park(clients, first, second)
     with swapped(clients, reflection_topic_arn=MISSING_TOPIC):
         result = outbox.drain_user(clients, project.project_id, "ana")
-    assert (result.published, result.remaining) == (0, 2)
+    assert (result.published, result.remaining, result.busy) == (0, 2, False)
     assert [j.job_id for j in parked(clients, project.project_id, "ana")] == [first.job_id, second.job_id]
     # the failed attempt released its claim, so the next drain publishes at once
     assert outbox.drain_user(clients, project.project_id, "ana").published == 2
@@ -67,7 +67,7 @@ def test_a_job_another_drainer_is_publishing_is_left_to_it_and_later_jobs_wait(c
     park(clients, first, second)
     claim_age(clients, first, 5)
     result = outbox.drain_user(clients, project.project_id, "ana")
-    assert (result.published, result.remaining) == (0, 2)
+    assert (result.published, result.remaining, result.busy) == (0, 2, True)
     assert published(clients, project.project_id) == []
 
 

@@ -1,14 +1,17 @@
 """The chat turn: tier 1 plus recall, a reply, then one reflection job. Never waits for tiers 2-4.
 
 The turn never writes Postgres: the user and assistant turns go to tier 1 (Valkey) and, inside one
-self-contained job, to the reflection topic (or the outbox when the topic is unreachable).
+self-contained job, to the outbox; the job is published to the reflection topic after the answer is sent.
 """
 
 from __future__ import annotations
 
-from aws_lambda_powertools.metrics import MetricUnit
+import time
 
-from reverie import idempotency, outbox, recall, working_memory
+from aws_lambda_powertools.metrics import MetricUnit
+from redis.exceptions import RedisError
+
+from reverie import after_response, idempotency, jobs, outbox, recall, working_memory
 from reverie.errors import ServiceUnavailable
 from reverie.jobs import make_job
 from reverie.llm import LLMError
@@ -19,6 +22,7 @@ from reverie.models import (
     ChatRequest,
     ChatResponse,
     ContextMemory,
+    ReflectionJob,
     ScoredMemory,
     Turn,
     new_id,
@@ -27,6 +31,11 @@ from reverie.observability import logger, metrics
 
 # Recall lookups slower than this are left out of the reply (a hung engine must not hang the chat).
 RECALL_DEADLINE_S = 3.0
+# After the answer, when another drainer (the same user's turn in another Lambda environment, or the health
+# probe) holds an earlier job of this user: it publishes that one, but may have read the outbox before this
+# job was parked, so wait for it a little and drain again rather than leave this job to the next drain.
+BUSY_RETRIES = 5
+BUSY_WAIT_S = 0.05
 
 
 def chat_turn(
@@ -68,10 +77,7 @@ def _turn(clients, project_id: str, request: ChatRequest, *, turn_id: str, job_i
     turns = [user_turn, assistant_turn]
     job = make_job(project_id=project_id, user_id=request.user_id, session_id=request.session_id, turns=turns,
                    metadata=request.metadata, job_id=job_id)
-    delivery = outbox.deliver(clients, job, writes=lambda pipe: working_memory.append_turns(
-        pipe, project_id, request.user_id, request.session_id, turns,
-        settings.working_memory_max_turns, settings.working_memory_ttl_s,
-    ))
+    delivery = _save(clients, job)
     logger.info("chat turn", extra={"job_id": job.job_id, "route": delivery.route, "memories": len(context.memories),
                                     "rules": len(context.rules), "degraded": context.degraded})
     return ChatResponse(
@@ -80,6 +86,59 @@ def _turn(clients, project_id: str, request: ChatRequest, *, turn_id: str, job_i
         context=ChatContext(memories=[_used(m) for m in context.memories], rules=[_used(m) for m in context.rules],
                             narrative=context.narrative is not None),
     )
+
+
+def _save(clients, job: ReflectionJob) -> outbox.Delivery:
+    """Make the turn durable before answering: one Valkey round trip appends the pair to tier 1, writes the
+    job marker and parks the job in the outbox; its publish is deferred past the response. Without Valkey,
+    the job is published before answering; when neither takes it, the answer says so (and an alarm fires)."""
+    settings = clients.settings
+    pipe = clients.valkey.pipeline(transaction=False)
+    working_memory.append_turns(pipe, job.project_id, job.user_id, job.session_id, job.turns,
+                                settings.working_memory_max_turns, settings.working_memory_ttl_s)
+    jobs.remember(pipe, job)
+    outbox.park(pipe, job)
+    try:
+        pipe.execute()
+    except RedisError as exc:
+        # A round trip that failed midway may still have parked the job; publishing it now as well sends the
+        # same job id twice at worst, which SNS FIFO and the reflectors drop (see reverie.outbox).
+        return _publish_now(clients, job, exc)
+    after_response.defer(publish_parked, clients, job)
+    return outbox.Delivery(saved=True, route="outbox")
+
+
+def _publish_now(clients, job: ReflectionJob, exc: RedisError) -> outbox.Delivery:
+    if outbox.publish(clients, job):
+        logger.warning("tier 1 not updated", extra={"job_id": job.job_id, "error": type(exc).__name__})
+        metrics.add_metric(name=Metric.WORKING_MEMORY_NOT_UPDATED, unit=MetricUnit.Count, value=1)
+        return outbox.Delivery(saved=True, route="topic")
+    logger.error("memory not saved: neither the topic nor the outbox took the job",
+                 extra={"job_id": job.job_id, "project_id": job.project_id, "error": type(exc).__name__})
+    metrics.add_metric(name=Metric.MEMORY_NOT_SAVED, unit=MetricUnit.Count, value=1)
+    return outbox.Delivery(saved=False, route="none")
+
+
+def publish_parked(clients, job: ReflectionJob) -> None:
+    """After the response: drain the user's outbox, this job included, oldest first (claim, publish, remove;
+    see reverie.outbox). A job that cannot go stays parked for the health probe or the user's next turn."""
+    try:
+        for attempt in range(BUSY_RETRIES + 1):
+            result = outbox.drain_user(clients, job.project_id, job.user_id, own_job_id=job.job_id)
+            if not result.busy or attempt == BUSY_RETRIES:
+                break
+            time.sleep(BUSY_WAIT_S)
+        still_parked = result.remaining > 0 and clients.valkey.hexists(
+            outbox.jobs_key(job.project_id, job.user_id), job.job_id)
+    except RedisError as exc:
+        logger.warning("job left in the outbox: Valkey failed after the response",
+                       extra={"job_id": job.job_id, "error": type(exc).__name__})
+        return
+    if not still_parked:
+        return
+    logger.warning("job parked in the outbox", extra={"job_id": job.job_id, "behind_another_drainer": result.busy})
+    if not result.busy:  # the topic refused it (or an earlier job of the user)
+        metrics.add_metric(name=Metric.JOB_PARKED, unit=MetricUnit.Count, value=1)
 
 
 def _used(memory: ScoredMemory) -> ContextMemory:

@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     aws_endpoint_url: str | None = None
     aws_region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
+    # Set by Lambda itself: where reverie.after_response registers its extension.
+    aws_lambda_runtime_api: str | None = None
 
     # Messaging: set by template.yaml from the resources it creates.
     reflection_topic_arn: str | None = None

@@ -1,7 +1,8 @@
-"""The outbox: reflection jobs the topic refused, parked in Valkey until a drain publishes them.
+"""The outbox: reflection jobs not yet on the topic, parked in Valkey until a drain publishes them.
 
-Drained by the health probe (every user) and by the user's own next turn, oldest first, so each user's
-jobs still reach the FIFO topic in order. `deliver` is how the chat hands over a job.
+Drained by the health probe (every user) and by the user's own turns, oldest first, so each user's jobs
+still reach the FIFO topic in order. The chat parks every job, then drains after answering (reverie.chat);
+`deliver` publishes first and parks only what the topic refused.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class DrainResult:
     published: int = 0
     remaining: int = 0
     dropped: int = 0  # found already published (see above), removed without publishing
+    busy: bool = False  # stopped at a job another drainer holds (it publishes that one; later ones wait)
 
 
 class _Claim(Enum):
@@ -154,19 +156,20 @@ def park(pipe_or_valkey, job: ReflectionJob) -> None:
 # ---------------------------------------------------------------- draining
 
 
-def drain_user(clients, project_id: str, user_id: str) -> DrainResult:
-    """Publish one user's parked jobs, oldest first; stop at the first that cannot go (order matters)."""
+def drain_user(clients, project_id: str, user_id: str, *, own_job_id: str | None = None) -> DrainResult:
+    """Publish one user's parked jobs, oldest first; stop at the first that cannot go (order matters).
+    `own_job_id`: the job the caller parked on its way to the topic (the chat's), not counted as drained."""
     valkey = clients.valkey
     key, claims = jobs_key(project_id, user_id), claims_key(project_id, user_id)
     parked = _parked(valkey.hgetall(key))
     if not parked:
         _ack(valkey, key, claims, "")  # only clears a stale index entry
         return DrainResult()
-    published = dropped = 0
+    published = dropped = own_published = 0
     for index, job in enumerate(parked):
         claim = _claim(valkey, claims, job.job_id)
         if claim is _Claim.BUSY:
-            return DrainResult(published, len(parked) - index, dropped)
+            return DrainResult(published, len(parked) - index, dropped, busy=True)
         if claim is _Claim.UNKNOWN and _was_processed(clients, job):
             _ack(valkey, key, claims, job.job_id)
             dropped += 1
@@ -179,9 +182,11 @@ def drain_user(clients, project_id: str, user_id: str) -> DrainResult:
             return DrainResult(published, len(parked) - index, dropped)
         _ack(valkey, key, claims, job.job_id)
         published += 1
-    if published:
-        metrics.add_metric(name=Metric.OUTBOX_DRAINED, unit=MetricUnit.Count, value=published)
-        logger.info("outbox drained", extra={"published": published, "dropped": dropped})
+        own_published += job.job_id == own_job_id
+    drained = published - own_published
+    if drained:
+        metrics.add_metric(name=Metric.OUTBOX_DRAINED, unit=MetricUnit.Count, value=drained)
+        logger.info("outbox drained", extra={"published": drained, "dropped": dropped})
     return DrainResult(published, 0, dropped)
 
 

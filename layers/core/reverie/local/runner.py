@@ -17,6 +17,7 @@ from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Any
 
+from reverie import after_response
 from reverie.errors import NotFound, ReverieError, ServiceUnavailable
 from reverie.local import console as local_console
 from reverie.local.api_gateway import ApiGateway, ApiServer, authorizer_from, bind, routes_from
@@ -148,6 +149,8 @@ class LocalStack:
                 self.server.shutdown()
             self.server.server_close()
             self.server, self._server_thread = None, None
+        if self.started and not after_response.drain(timeout=10):
+            log.warning("work deferred past a response is still running; it is abandoned")
         if self.data_dir is not None:
             (self.data_dir / STATE_FILE).unlink(missing_ok=True)
         runtime.reset()
