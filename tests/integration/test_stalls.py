@@ -1,5 +1,6 @@
 """The health probe calls a tier stalled when jobs keep waiting and the tier writes nothing (seed 000)."""
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -28,7 +29,7 @@ def test_a_backlog_with_no_writes_becomes_a_stall_after_the_threshold(valkey):
     assert first["semantic"]["backlog"] == 3 and not first["semantic"]["stalled"]
     later = find_stalls(valkey, _queues(3), last, stall_after_s=900, now=T0 + timedelta(minutes=16))
     assert later["semantic"]["stalled"]
-    assert later["semantic"]["backlog_since"] == T0  # the first sighting is kept, not reset
+    assert later["semantic"]["backlog_since"] == T0.isoformat()  # the first sighting is kept, not reset
     assert not later["episodic"]["stalled"] and not later["procedural"]["stalled"]
 
 
@@ -43,7 +44,7 @@ def test_an_emptied_queue_clears_the_backlog_clock(valkey):
     find_stalls(valkey, _queues(2), {}, stall_after_s=900, now=T0)
     find_stalls(valkey, _queues(0), {}, stall_after_s=900, now=T0 + timedelta(minutes=5))
     report = find_stalls(valkey, _queues(2), {}, stall_after_s=900, now=T0 + timedelta(minutes=20))
-    assert report["semantic"]["backlog_since"] == T0 + timedelta(minutes=20)
+    assert report["semantic"]["backlog_since"] == (T0 + timedelta(minutes=20)).isoformat()
     assert not report["semantic"]["stalled"]
 
 
@@ -51,5 +52,6 @@ def test_the_probe_reports_stalls_per_tier(clients, valkey):
     from reverie.health import probe
 
     report = probe(clients)
+    json.dumps(report)  # a Lambda answer: plain JSON only
     assert set(report["stalls"]) == {"episodic", "semantic", "procedural"}
     assert all(isinstance(s["stalled"], bool) for s in report["stalls"].values())

@@ -41,5 +41,7 @@ def find_stalls(
             and (now - since).total_seconds() > stall_after_s
             and (last is None or last < since or (now - last).total_seconds() > stall_after_s)
         )
-        report[tier] = {"backlog": backlog, "backlog_since": since, "last_write": last, "stalled": stalled}
+        # ISO strings: the probe's answer is a Lambda response, which must be plain JSON.
+        report[tier] = {"backlog": backlog, "backlog_since": since.isoformat() if since else None,
+                        "last_write": last.isoformat() if last else None, "stalled": stalled}
     return report
