@@ -6,6 +6,7 @@ environment never overlap the integration tests' own.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from reverie.local.runner import LocalStack
+from reverie.local.template import Template
 
 
 @pytest.fixture(scope="package")
@@ -23,10 +25,19 @@ def stack(tmp_path_factory):
 
     Failed queue messages are retried at once (retry delay 0), so retries and redrives take milliseconds.
     """
+    # Engine URLs left in the environment by other test folders (run first when chosen on the command line)
+    # would make the stack reuse those engines and their queues: the e2e stack always starts its own.
+    inherited = {k: os.environ.pop(k) for k in ("DATABASE_URL", "REDIS_URL", "AWS_ENDPOINT_URL") if k in os.environ}
     local = LocalStack(retry_delay_s=0, run_schedules=False)
     local.start(tmp_path_factory.mktemp("reverie-local"), persist=False, port=0)
+    # moto keeps its state per process, so a moto server started earlier in this run shares its queues with
+    # ours: start from empty queues, as a fresh `make dev` does.
+    sqs = local.client("sqs")
+    for spec in Template().queues().values():
+        sqs.purge_queue(QueueUrl=local.engines.refs[spec.logical_id])
     yield local
     local.stop()
+    os.environ.update(inherited)
 
 
 @pytest.fixture

@@ -126,8 +126,11 @@ def clients() -> Clients:
 def reset() -> None:
     """Drop the process's clients and settings: for the local runner and tests that change the environment."""
     global _clients
+    from reverie import after_response
     from reverie.config import reset_settings
 
+    # Work deferred past a response belongs to the clients it was made with: finish it before they go.
+    after_response.drain(timeout=10)
     with _lock:
         if _clients is not None:
             _clients.close()
