@@ -219,21 +219,24 @@ def fact_from_clause(clause: str) -> tuple[str, str | None, list[dict[str, str]]
     return (text, None, _entities(clause[1:], "thing")) if text else None
 
 
-@register_skill("extract_semantic")
-def extract_semantic(messages: list[dict[str, str]], schema: type[BaseModel]) -> dict[str, Any]:
-    facts = []
+def _first_finds(messages: list[dict[str, str]], read_clause):
+    """(job, find) for each user clause `read_clause` makes something of, once per text in a conversation."""
     for conversation in prompts.read_block(messages, prompts.CONVERSATIONS):
         seen: set[str] = set()
         for turn in conversation.get("turns", []):
             if turn.get("role") != "user":
                 continue
             for clause in sentences(str(turn.get("text") or "")):
-                found = fact_from_clause(clause)
+                found = read_clause(clause)
                 if found and found[0].lower() not in seen:
                     seen.add(found[0].lower())
-                    text, slot, entities = found
-                    facts.append({"job": conversation["job"], "text": text, "slot": slot, "entities": entities})
-    return {"facts": facts}
+                    yield conversation["job"], found
+
+
+@register_skill("extract_semantic")
+def extract_semantic(messages: list[dict[str, str]], schema: type[BaseModel]) -> dict[str, Any]:
+    return {"facts": [{"job": job, "text": text, "slot": slot, "entities": entities}
+                      for job, (text, slot, entities) in _first_finds(messages, fact_from_clause)]}
 
 
 # ---------------------------------------------------------------- procedural: rules
@@ -298,19 +301,8 @@ def rule_from_clause(clause: str) -> tuple[str, str] | None:
 
 @register_skill("extract_procedural")
 def extract_procedural(messages: list[dict[str, str]], schema: type[BaseModel]) -> dict[str, Any]:
-    rules = []
-    for conversation in prompts.read_block(messages, prompts.CONVERSATIONS):
-        seen: set[str] = set()
-        for turn in conversation.get("turns", []):
-            if turn.get("role") != "user":
-                continue
-            for clause in sentences(str(turn.get("text") or "")):
-                found = rule_from_clause(clause)
-                if found and found[0].lower() not in seen:
-                    seen.add(found[0].lower())
-                    rules.append({"job": conversation["job"], "text": found[0], "kind": found[1],
-                                  "slot": rule_slot(found[0])})
-    return {"rules": rules}
+    return {"rules": [{"job": job, "text": text, "kind": kind, "slot": rule_slot(text)}
+                      for job, (text, kind) in _first_finds(messages, rule_from_clause)]}
 
 
 # ---------------------------------------------------------------- episodic: one episode per session
