@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 DEV_ARGS ?=
 
-.PHONY: setup dev dev-reset test test-unit lint bench bench-chat bench-reflect bench-recall deploy clean
+.PHONY: setup dev dev-reset test test-unit lint bench bench-chat bench-reflect bench-recall bench-vector deploy clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,9 @@ bench-reflect: setup
 LOCOMO ?= ../shared/eval/locomo-dev.json
 bench-recall: setup
 	$(BIN)/python bench/recall_eval.py $(LOCOMO)
+
+bench-vector: setup
+	$(BIN)/python bench/vector_scan.py
 
 deploy:
 	sam build && sam deploy --guided

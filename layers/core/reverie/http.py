@@ -8,7 +8,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 
-from reverie.errors import ReverieError, Unauthorized
+from reverie.errors import PayloadTooLarge, ReverieError, Unauthorized
 from reverie.observability import logger
 
 JSON = "application/json"
@@ -66,6 +66,5 @@ def oversized_body(event: dict[str, Any], limit: int = MAX_BODY_BYTES) -> dict[s
     size = len(body) * 3 // 4 if event.get("isBase64Encoded") else len(body.encode("utf-8"))
     if size <= limit:
         return None
-    return {"statusCode": 413, "headers": {"Content-Type": JSON},
-            "body": json.dumps({"error": {"code": "payload_too_large",
-                                          "message": f"the request body must be at most {limit} bytes"}})}
+    error = PayloadTooLarge(f"the request body must be at most {limit} bytes")
+    return {"statusCode": error.status, "headers": {"Content-Type": JSON}, "body": json.dumps(error.body())}

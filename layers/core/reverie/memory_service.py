@@ -437,7 +437,7 @@ def forget_user(clients, project_id: str, user_id: str) -> JobAccepted:
         counts = memories.forget_user(cur, project_id, user_id)
     try:
         counts["working_memory"] = working_memory.forget_user(clients.valkey, project_id, user_id)
-        counts["job_markers"] = _forget_job_markers(clients.valkey, project_id, user_id)
+        counts["job_markers"] = jobs.forget_markers(clients.valkey, project_id, user_id)
         counts["other_keys"] = _forget_keys(clients.valkey, [_pending_key(project_id, user_id)])
         job_id = new_id()
         # The outcome is kept for the status API; it names counts only, nothing of the user.
@@ -459,10 +459,6 @@ def _forget_keys(valkey, keys: list[str]) -> int:
     except redis.RedisError:
         logger.warning("keys not deleted")
         return 0
-
-
-def _forget_job_markers(valkey, project_id: str, user_id: str) -> int:
-    return jobs.forget_markers(valkey, project_id, user_id)
 
 
 # ---------------------------------------------------------------- jobs and status

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from reverie.models import ReflectionJob
+from reverie.models import ReflectionJob, Tier
 from reverie.observability import logger
+from reverie.reflect import prompts
 from reverie.reflect.plan import Item, clean_text
 
 
@@ -50,3 +51,21 @@ def item_for(ref: str, job: ReflectionJob, text: str, *, slot: str | None = None
         metadata["slot"] = slot
     return Item(ref=ref, job_id=job.job_id, text=text, slot=slot, metadata=metadata, session_id=job.session_id,
                 valid_from=said_at(job), source_turn_ids=user_turn_ids(job))
+
+
+def extract_items(
+    meter, jobs: Sequence[ReflectionJob], *, tier: Tier, schema, purpose: str,
+    entries: Callable[[Any], Iterable[Any]], extra: Callable[[Any], dict[str, Any]],
+) -> list[Item]:
+    """One model call for all the jobs of a user batch (more only when they exceed one prompt's budget); each
+    extracted entry (with .job, .text, .slot) becomes an item attributed to its job."""
+    refs = prompts.job_refs(jobs)
+    items: list[Item] = []
+    for lines in prompts.conversation_chunks(jobs):
+        result = meter.structured(prompts.extraction_messages(tier, lines), schema, purpose=purpose)
+        for entry in entries(result.value):
+            job = job_for(entry.job, refs, jobs, tier.value)
+            item = item_for(f"N{len(items) + 1}", job, entry.text, slot=slot_key(entry.slot), extra=extra(entry))
+            if item:
+                items.append(item)
+    return items
