@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
-    from reverie import runtime
+    from reverie import recall, runtime
     from reverie.local import engines as local_engines
     from reverie.models import Tier
     from reverie.store import Database, migrate
@@ -96,16 +96,16 @@ def main(argv: list[str] | None = None) -> int:
                 qvec = llm.embed([qa["question"]]).vectors[0]
                 for mode in MODES:
                     started_at = time.perf_counter()
-                    found = store.hybrid_search(
+                    found = recall.rank(
                         db, project, user, query=qa["question"] if mode != "vector" else "",
                         embedding=qvec if mode != "text" else None, limit=kmax, candidates=max(50, kmax),
                         **({"vector_weight": args.vector_weight} if args.vector_weight is not None else {}))
                     latencies[mode].append((time.perf_counter() - started_at) * 1000)
                     ranked = [m.metadata.get("dia_id") for m in found]
                     for k in args.k:
-                        recall = len(evidence & set(ranked[:k])) / len(evidence)
-                        hits[mode][k][qa["category"]].append(recall)
-                        hits[mode][k][0].append(recall)
+                        found_share = len(evidence & set(ranked[:k])) / len(evidence)
+                        hits[mode][k][qa["category"]].append(found_share)
+                        hits[mode][k][0].append(found_share)
     finally:
         runtime.reset()
         started.stop()

@@ -11,7 +11,6 @@ from chat_support import RecordingLLM, swapped
 from reverie import recall, working_memory
 from reverie.llm import LLMUnavailable, estimate_tokens
 from reverie.models import Tier, Turn, utcnow
-from reverie.store import Database
 from reverie.store import memories as store
 
 pytestmark = pytest.mark.integration
@@ -35,27 +34,65 @@ def test_search_fuses_meaning_and_words(clients, project):
     assert found == sorted(found, key=lambda m: -m.score)
 
 
-def test_the_vector_half_finds_all_of_a_users_nearest_memories_even_when_the_planner_likes_the_vector_index(
-    clients, project,
-):
+def test_the_vector_half_returns_exactly_the_users_own_nearest_rows(clients, project):
     p = project.project_id
     target = remember(clients, p, "ana", "Ana adopted a grey cat named Miso")
+    own = {target}
     for i in range(30):
-        remember(clients, p, "ana", f"Ana's meeting number {i} was about quarterly budgets")
+        own.add(remember(clients, p, "ana", f"Ana's meeting number {i} was about quarterly budgets"))
         remember(clients, p, f"other-{i}", "Ana adopted a grey cat named Miso")  # same text, other users
-    # On a big table the planner walks the global HNSW index, whose nearest rows are mostly other users';
-    # on this small one it has to be pushed there.
-    url = clients.database_url()
-    url += ("&" if "?" in url else "?") + "options=-c%20enable_seqscan%3Doff%20-c%20enable_sort%3Doff"
-    planner = Database(url, max_connections=2)
-    try:
-        with swapped(clients):
-            clients._db = planner
-            hits, embedded = recall.vector_hits(clients, p, "ana", "adopted cat Miso", tiers=recall.SEARCH_TIERS)
-    finally:
-        planner.close()
+    hits, embedded = recall.vector_hits(clients, p, "ana", "adopted cat Miso", tiers=recall.SEARCH_TIERS)
     assert embedded and hits[0].id == target
-    assert {m.user_id for m in hits} == {"ana"} and len(hits) == 31
+    assert {h.id for h in hits} == own and len(hits) == 31
+
+
+def test_a_search_as_of_a_past_moment_finds_what_was_current_then(clients, project):
+    p = project.project_id
+    old = remember(clients, p, "ana", "Ana lives in Porto")
+    with clients.db.transaction() as conn, conn.cursor() as cur:
+        cur.execute("SELECT now()")
+        before = cur.fetchone()[0]
+    new = remember(clients, p, "ana", "Ana lives in Berlin")
+    with clients.db.transaction() as conn, conn.cursor() as cur:
+        store.supersede(cur, p, "ana", old, new, job_id=None)
+    then = recall.search(clients, p, "ana", "where does Ana live", as_of=before)
+    assert [m.id for m in then] == [old]
+    assert [m.id for m in recall.search(clients, p, "ana", "where does Ana live")] == [new]
+
+
+def test_a_search_keeps_to_its_tiers_and_metadata_filters(clients, project):
+    p = project.project_id
+    vector = clients.llm.embed(["Ana plays the cello on Sundays"]).vectors[0]
+    ids = {}
+    with clients.db.transaction() as conn, conn.cursor() as cur:
+        for tier, room in ((Tier.SEMANTIC, "home"), (Tier.EPISODIC, "home"), (Tier.SEMANTIC, "school")):
+            ids[tier, room] = store.insert(cur, p, "ana", store.NewMemory(
+                tier=tier, text=f"Ana plays the cello on Sundays ({tier.value}, {room})", embedding=vector,
+                metadata={"room": room}))
+    by_tier = recall.search(clients, p, "ana", "cello Sundays", tiers=[Tier.EPISODIC])
+    assert [m.id for m in by_tier] == [ids[Tier.EPISODIC, "home"]]
+    by_filter = recall.search(clients, p, "ana", "cello Sundays", filters={"room": "school"})
+    assert [m.id for m in by_filter] == [ids[Tier.SEMANTIC, "school"]]
+    both = recall.search(clients, p, "ana", "cello Sundays", tiers=[Tier.SEMANTIC], filters={"room": "home"})
+    assert [m.id for m in both] == [ids[Tier.SEMANTIC, "home"]]
+
+
+def test_rank_with_a_held_embedding_searches_by_either_half_or_both(clients, project):
+    p = project.project_id
+    by_words = remember(clients, p, "ana", "Ana's sister Rosa lives in Lisbon", embed=False)
+    by_both = remember(clients, p, "ana", "Rosa, Ana's sister, moved to Lisbon last spring")
+    query = "Where does my sister Rosa live?"
+    embedding = clients.llm.embed([query]).vectors[0]
+    hybrid = recall.rank(clients.db, p, "ana", query=query, embedding=embedding, limit=5)
+    text_only = recall.rank(clients.db, p, "ana", query=query, embedding=None, limit=5)
+    vector_only = recall.rank(clients.db, p, "ana", query="", embedding=embedding, limit=5)
+    assert {m.id for m in text_only} == {by_words, by_both}
+    assert [m.id for m in vector_only] == [by_both]
+    assert [m.id for m in hybrid] == [by_both, by_words]
+    text_rank = [m.id for m in text_only].index(by_both) + 1
+    assert hybrid[0].score == pytest.approx(1 / (store.RRF_K + 1) + 1 / (store.RRF_K + text_rank))
+    muted = recall.rank(clients.db, p, "ana", query=query, embedding=embedding, limit=5, text_weight=0.0)
+    assert muted[0].id == by_both and muted[0].score == pytest.approx(1 / (store.RRF_K + 1))
 
 
 def test_search_is_scoped_to_the_project_and_user(clients, project):

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from reverie.llm import estimate_tokens
 from reverie.models import ScoredMemory, Tier, Turn
 from reverie.recall import PARTS, SHARES, allocate, clip_to_tokens, fit, fuse
+from reverie.store.memories import Ranked
 
 demands = st.fixed_dictionaries({part: st.integers(0, 5000) for part in PARTS})
 budgets = st.integers(0, 8000)
@@ -97,18 +98,30 @@ def test_a_narrative_over_its_share_is_clipped_not_dropped():
     assert estimate_tokens(context.narrative) <= 1000 - estimate_tokens(context.memories[0].text)
 
 
+def ranked(memory_id: str, age_s: int = 0) -> Ranked:
+    return Ranked(memory_id, datetime(2026, 1, 1, tzinfo=UTC) - timedelta(seconds=age_s))
+
+
 def test_fusion_puts_what_both_lists_found_first():
-    a, b, c = memory("a"), memory("b"), memory("c")
-    fused = fuse([a, b], [c, b], limit=3)
-    assert [m.id for m in fused] == ["b", "a", "c"]
-    assert fused[0].score == 1 / 62 + 1 / 62
+    a, b, c = ranked("a"), ranked("b"), ranked("c")
+    fused = fuse([a, b], [c, b])
+    assert [i for i, _ in fused] == ["b", "a", "c"]
+    assert fused[0][1] == 1 / 62 + 1 / 62
 
 
-def test_fusion_breaks_ties_by_recency_and_respects_the_limit():
-    old, new = memory("old", age_s=100), memory("new", age_s=1)
-    fused = fuse([old], [new], limit=1)
-    assert [m.id for m in fused] == ["new"]
+def test_fusion_breaks_ties_by_recency_then_id():
+    old, new, twin = ranked("old", age_s=100), ranked("new", age_s=1), ranked("a-twin", age_s=1)
+    assert [i for i, _ in fuse([old, new], [new, old])] == ["new", "old"]
+    assert [i for i, _ in fuse([old], [new])] == ["new", "old"]
+    assert [i for i, _ in fuse([new], [twin])] == ["a-twin", "new"]
+
+
+def test_fusion_weighs_each_list():
+    a, b = ranked("a"), ranked("b")
+    fused = fuse([a], [b], weights=(2.0, 1.0))
+    assert fused == [("a", 2 / 61), ("b", 1 / 61)]
+    assert [i for i, _ in fuse([a], [b], weights=(1.0, 3.0))] == ["b", "a"]
 
 
 def test_fusion_of_nothing_is_nothing():
-    assert fuse([], [], limit=5) == []
+    assert fuse([], []) == []

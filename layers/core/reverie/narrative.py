@@ -78,7 +78,7 @@ def generate(clients, job: NarrativeJob) -> dict[str, Any]:
 
 def latest(db, project_id: str, user_id: str) -> dict[str, Any] | None:
     """The newest narrative version of a user: {text, version, generated_at, citations}, or None."""
-    with db.cursor() as cur:
+    with db.read() as cur:
         cur.execute(
             "SELECT text, version, generated_at, citations FROM narratives WHERE project_id = %s AND user_id = %s"
             " ORDER BY version DESC LIMIT 1",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timedelta
@@ -64,37 +65,64 @@ def search(
     while the query is embedded; if the query cannot be embedded, it answers alone (logged, metric).
 
     Call it from a request thread, not from a task of `pool()` (it submits the full-text half there)."""
-    text = pool().submit(text_hits, clients, project_id, user_id, query, tiers=tiers, filters=filters, as_of=as_of)
-    vector, _ = vector_hits(clients, project_id, user_id, query, tiers=tiers, filters=filters, as_of=as_of)
-    return fuse(vector, text.result(), limit=limit)
+    scope: dict[str, Any] = {"tiers": tiers, "filters": filters, "as_of": as_of}
+    text = pool().submit(text_hits, clients, project_id, user_id, query, **scope)
+    vector, _ = vector_hits(clients, project_id, user_id, query, **scope)
+    return materialise(clients.db, project_id, user_id, fuse(vector, text.result()), limit)
 
 
-def text_hits(clients, project_id: str, user_id: str, query: str, **scope: Any) -> list[ScoredMemory]:
+def rank(
+    db, project_id: str, user_id: str, *, query: str, embedding: list[float] | None, limit: int,
+    tiers: list[Tier] | tuple[Tier, ...] | None = None, vector_weight: float = 1.0, text_weight: float = 1.0,
+    filters: dict[str, Any] | None = None, as_of: datetime | None = None, candidates: int = CANDIDATES,
+) -> list[ScoredMemory]:
+    """The hybrid search of `search` for a caller that already holds the query's embedding: an empty query
+    searches by vector only, no embedding by full text only; each list's votes count `*_weight`."""
+    scope: dict[str, Any] = {"tiers": tiers, "filters": filters, "as_of": as_of}
+    text = memories.matching(db, project_id, user_id, query, k=candidates, **scope)
+    vector = [] if embedding is None else memories.nearest(db, project_id, user_id, embedding, k=candidates, **scope)
+    return materialise(db, project_id, user_id, fuse(vector, text, weights=(vector_weight, text_weight)), limit)
+
+
+def text_hits(clients, project_id: str, user_id: str, query: str, **scope: Any) -> list[memories.Ranked]:
     """The full-text half of a hybrid search, best first."""
-    return memories.hybrid_search(clients.db, project_id, user_id, query=query, embedding=None,
-                                  limit=CANDIDATES, candidates=CANDIDATES, **scope)
+    return memories.matching(clients.db, project_id, user_id, query, k=CANDIDATES, **scope)
 
 
-def vector_hits(clients, project_id: str, user_id: str, query: str, **scope: Any) -> tuple[list[ScoredMemory], bool]:
+def vector_hits(
+    clients, project_id: str, user_id: str, query: str, **scope: Any,
+) -> tuple[list[memories.Ranked], bool]:
     """Embed the query, then the vector half of a hybrid search, best first; and whether it was embedded."""
     embedding = embed_query(clients, query)
     if embedding is None:
         return [], False
-    return memories.hybrid_search(clients.db, project_id, user_id, query="", embedding=embedding,
-                                  limit=CANDIDATES, candidates=CANDIDATES, **scope), True
+    return memories.nearest(clients.db, project_id, user_id, embedding, k=CANDIDATES, **scope), True
 
 
-def fuse(*ranked: list[ScoredMemory], limit: int, k: int = memories.RRF_K) -> list[ScoredMemory]:
-    """Reciprocal rank fusion of best-first lists (as the store fuses in SQL): score = sum of 1 / (k + rank);
-    ties go to the newer memory."""
+def fuse(
+    *ranked: Sequence[memories.Ranked], weights: Sequence[float] | None = None, k: int = memories.RRF_K,
+) -> list[tuple[str, float]]:
+    """Weighted reciprocal rank fusion of best-first lists: score = sum of weight / (k + rank). Returns
+    (id, score) best first; ties go to the newer memory, then to the smaller id."""
     scores: dict[str, float] = {}
-    found: dict[str, ScoredMemory] = {}
-    for hits in ranked:
-        for rank, memory in enumerate(hits, start=1):
-            scores[memory.id] = scores.get(memory.id, 0.0) + 1.0 / (k + rank)
-            found.setdefault(memory.id, memory)
-    order = sorted(scores, key=lambda i: (-scores[i], -found[i].created_at.timestamp(), i))
-    return [found[i].model_copy(update={"score": scores[i]}) for i in order[:limit]]
+    recorded: dict[str, float] = {}
+    for hits, weight in zip(ranked, weights or [1.0] * len(ranked), strict=True):
+        for position, hit in enumerate(hits, start=1):
+            scores[hit.id] = scores.get(hit.id, 0.0) + weight / (k + position)
+            recorded.setdefault(hit.id, hit.recorded_at.timestamp())
+    order = sorted(scores, key=lambda i: (-scores[i], -recorded[i], i))
+    return [(i, scores[i]) for i in order]
+
+
+def materialise(
+    db, project_id: str, user_id: str, fused: Sequence[tuple[str, float]], limit: int,
+) -> list[ScoredMemory]:
+    """The best `limit` fused hits as memories (one query for all), each with its fused score, best first."""
+    score = dict(fused[:limit])
+    if not score:
+        return []
+    found = memories.fetch(db, project_id, user_id, list(score))
+    return [ScoredMemory(**dict(m), score=score[m.id]) for m in found]
 
 
 def embed_query(clients, query: str) -> list[float] | None:
@@ -119,6 +147,7 @@ def build_context(
     A part whose engine is down (or slower than `deadline_s`) is left out, logged and counted, never
     raised: recall makes an answer better, it must not stop one."""
     settings = clients.settings
+    deadline = None if deadline_s is None else time.monotonic() + deadline_s
     lookups: dict[str, Any] = {
         "narrative": lambda: fresh_narrative(clients, project_id, user_id),
         "rules": lambda: _rules(clients, project_id, user_id),
@@ -128,11 +157,19 @@ def build_context(
         lookups["text"] = lambda: text_hits(clients, project_id, user_id, query, tiers=SEARCH_TIERS)
         lookups["vector"] = lambda: vector_hits(clients, project_id, user_id, query, tiers=SEARCH_TIERS)
     else:
-        lookups["newest"] = lambda: newest(clients, project_id, user_id, settings.recall_limit)
+        lookups["memories"] = lambda: newest(clients, project_id, user_id, settings.recall_limit)
     if session_id:
         lookups["recent_turns"] = lambda: working_memory.recent_turns(
             clients.valkey, project_id, user_id, session_id, settings.working_memory_max_turns)
-    found, failed = _run_all(lookups, deadline_s)
+    found, failed = _run_all(lookups, deadline)
+    vector, embedded = found.get("vector") or ([], not query)
+    fused = fuse(vector, found.get("text") or []) if query else []
+    if fused:
+        # Only the winners of the fusion are read in full: one more lookup, within the same deadline.
+        winners, missing = _run_all({"memories": lambda: materialise(
+            clients.db, project_id, user_id, fused, settings.recall_limit)}, deadline)
+        found.update(winners)
+        failed |= missing
 
     degraded = []
     if failed - {"recent_turns"}:
@@ -143,25 +180,23 @@ def build_context(
         degraded.append("valkey")
         logger.warning("recall without recent turns")
         metrics.add_metric(name=Metric.RECENT_TURNS_SKIPPED, unit=MetricUnit.Count, value=1)
-    vector, embedded = found.get("vector") or ([], not query)
     if not embedded and "vector" not in failed:
         degraded.append("embeddings")
-    recalled = fuse(vector, found.get("text") or [], limit=settings.recall_limit) if query else found.get("newest")
 
     story = found.get("narrative")
     return fit(
         narrative=story["text"] if story else None, narrative_version=story["version"] if story else None,
-        rules=found.get("rules") or [], memories=recalled or [],
+        rules=found.get("rules") or [], memories=found.get("memories") or [],
         recent_turns=found.get("recent_turns") or [], max_tokens=max_tokens, degraded=degraded,
     )
 
 
-def _run_all(lookups: dict[str, Any], deadline_s: float | None) -> tuple[dict[str, Any], set[str]]:
+def _run_all(lookups: dict[str, Any], deadline: float | None) -> tuple[dict[str, Any], set[str]]:
+    """Run the lookups at once until `deadline` (time.monotonic()); the results, and the names that failed."""
     executor = pool()
     futures: dict[str, Future] = {name: executor.submit(fn) for name, fn in lookups.items()}
     found: dict[str, Any] = {}
     failed: set[str] = set()
-    deadline = None if deadline_s is None else time.monotonic() + deadline_s
     for name, future in futures.items():
         try:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())

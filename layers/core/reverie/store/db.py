@@ -58,6 +58,36 @@ class Database:
         with self.transaction() as conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
             yield cur
 
+    @contextmanager
+    def read(self, cursor_factory=psycopg2.extras.RealDictCursor) -> Iterator[psycopg2.extensions.cursor]:
+        """A cursor (dict rows unless told otherwise) for ONE read statement, in autocommit: one round trip
+        instead of BEGIN, query, COMMIT. Not for writes, nor for reads that must see one snapshot across
+        statements (use `cursor()`)."""
+        self._slots.acquire()
+        conn = None
+        try:
+            try:
+                conn = self._pool.getconn()
+            except psycopg2.OperationalError as exc:
+                raise ServiceUnavailable("the database is unreachable") from exc
+            # psycopg2 sends nothing for this switch: it only stops issuing BEGIN before the statement.
+            conn.autocommit = True
+            try:
+                with conn.cursor(cursor_factory=cursor_factory) as cur:
+                    yield cur
+            finally:
+                # Every other user of the pool expects transaction mode: a connection that cannot be switched
+                # back is closed rather than handed to a transaction that would not be atomic.
+                try:
+                    if not conn.closed:
+                        conn.autocommit = False
+                except psycopg2.Error:
+                    conn.close()
+        finally:
+            if conn is not None:
+                self._pool.putconn(conn, close=bool(conn.closed))
+            self._slots.release()
+
     def ping(self) -> None:
         with self.transaction() as conn, conn.cursor() as cur:
             cur.execute("SELECT 1")

@@ -15,7 +15,7 @@ from typing import Any
 
 from psycopg2.extras import Json
 
-from reverie.models import EventKind, Memory, MemoryEvent, ScoredMemory, Tier
+from reverie.models import EventKind, Memory, MemoryEvent, Tier
 from reverie.store.db import Database, vector_literal
 
 _COLUMNS = (
@@ -50,12 +50,12 @@ class NewMemory:
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
-def _memory(row: dict[str, Any], cls=Memory):
+def _memory(row: dict[str, Any]) -> Memory:
     row = dict(row)
     for key in ("id", "superseded_by"):
         if row.get(key) is not None:
             row[key] = str(row[key])
-    return cls.model_validate(row)
+    return Memory.model_validate(row)
 
 
 # ---------------------------------------------------------------- writes (inside a caller's transaction)
@@ -193,7 +193,7 @@ def list_page(
         clauses.append("(recorded_at, id) < (%s, %s)")
         params += [at, last_id]
     params.append(limit + 1)
-    with db.cursor() as cur:
+    with db.read() as cur:
         cur.execute(
             f"SELECT {_COLUMNS} FROM memories WHERE {' AND '.join(clauses)}"
             " ORDER BY recorded_at DESC, id DESC LIMIT %s",
@@ -210,53 +210,84 @@ def current_by_tier(db: Database, project_id: str, user_id: str, tier: Tier, lim
     return page
 
 
-def hybrid_search(
-    db: Database, project_id: str, user_id: str, *, query: str, embedding: list[float] | None,
-    tiers: Sequence[Tier] | None = None, limit: int = 10, filters: dict[str, Any] | None = None,
-    as_of: datetime | None = None, candidates: int = 50, vector_weight: float = 1.0, text_weight: float = 1.0,
-) -> list[ScoredMemory]:
-    """pgvector cosine and full-text search, each ranked, fused by weighted reciprocal rank fusion in one query."""
-    scope = ["project_id = %(project)s", "user_id = %(user)s", "tier = ANY(%(tiers)s)"]
-    if as_of is None:
-        scope.append("superseded_at IS NULL")
-    else:
-        scope.append("recorded_at <= %(as_of)s AND (superseded_at IS NULL OR superseded_at > %(as_of)s)")
-    if filters:
-        scope.append("metadata @> %(filters)s")
-    where = " AND ".join(scope)
+@dataclass(frozen=True)
+class Ranked:
+    """One hit of a ranked lookup: what fusion needs (the id, and the recorded_at its tie-break prefers)."""
+
+    id: str
+    recorded_at: datetime
+
+
+def nearest(
+    db: Database, project_id: str, user_id: str, embedding: list[float], *, k: int,
+    tiers: Sequence[Tier] | None = None, filters: dict[str, Any] | None = None, as_of: datetime | None = None,
+) -> list[Ranked]:
+    """The user's `k` memories nearest to `embedding` by cosine distance, best first.
+
+    Exact distances over the user's own rows (no global vector index: filtered to one user it keeps almost none
+    of that user's rows), on the half-precision copies in the covering index of migration 0004."""
+    where, params = _scope(project_id, user_id, tiers, filters, as_of)
+    params.update(qvec=vector_literal(embedding), k=k)
+    with db.read(cursor_factory=None) as cur:
+        cur.execute(
+            f"SELECT id::text, recorded_at, embedding_half <=> %(qvec)s::halfvec AS d FROM memories"
+            f" WHERE {where} AND embedding_half IS NOT NULL ORDER BY d LIMIT %(k)s",
+            params,
+        )
+        return [Ranked(row[0], row[1]) for row in cur.fetchall()]
+
+
+def matching(
+    db: Database, project_id: str, user_id: str, query: str, *, k: int,
+    tiers: Sequence[Tier] | None = None, filters: dict[str, Any] | None = None, as_of: datetime | None = None,
+) -> list[Ranked]:
+    """The user's `k` memories that best match any word of `query` (full text, ts_rank_cd), best first."""
+    terms = or_tsquery(query)
+    if not terms:
+        return []
+    where, params = _scope(project_id, user_id, tiers, filters, as_of)
+    params.update(terms=terms, k=k)
+    with db.read(cursor_factory=None) as cur:
+        cur.execute(
+            f"SELECT id::text, recorded_at, ts_rank_cd(tsv, q) AS r FROM memories, to_tsquery('english', %(terms)s) q"
+            f" WHERE {where} AND tsv @@ q ORDER BY r DESC LIMIT %(k)s",
+            params,
+        )
+        return [Ranked(row[0], row[1]) for row in cur.fetchall()]
+
+
+def fetch(db: Database, project_id: str, user_id: str, ids: Sequence[str]) -> list[Memory]:
+    """The user's memories with these ids, in the order given; an id whose row is gone is skipped."""
+    if not ids:
+        return []
+    with db.read() as cur:
+        cur.execute(
+            f"SELECT {_COLUMNS} FROM memories WHERE project_id = %s AND user_id = %s AND id = ANY(%s::uuid[])",
+            (project_id, user_id, list(ids)),
+        )
+        rows = {str(row["id"]): row for row in cur.fetchall()}
+    return [_memory(rows[i]) for i in ids if i in rows]
+
+
+def _scope(
+    project_id: str, user_id: str, tiers: Sequence[Tier] | None, filters: dict[str, Any] | None,
+    as_of: datetime | None,
+) -> tuple[str, dict[str, Any]]:
+    """The rows a search may return: the user's, of these tiers, current (or current at `as_of`), matching
+    `filters` (metadata containment)."""
+    clauses = ["project_id = %(project)s", "user_id = %(user)s", "tier = ANY(%(tiers)s)"]
     params: dict[str, Any] = {
         "project": project_id, "user": user_id, "tiers": [Tier(t).value for t in (tiers or list(Tier))],
-        "as_of": as_of, "filters": Json(filters or {}), "k": candidates, "limit": limit,
-        "terms": or_tsquery(query), "rrf": RRF_K, "vw": vector_weight, "tw": text_weight,
-        "qvec": vector_literal(embedding) if embedding is not None else None,
     }
-    # Exact distances over the user's own rows, reached through the scope index ("+ 0" keeps the planner off
-    # the HNSW index): a global HNSW scan filtered to one user keeps only the few of its ef_search nearest
-    # rows that are that user's (none of 50 at 100,000 memories over 20 users).
-    vector_part = (
-        f"SELECT id, row_number() OVER (ORDER BY d) AS rank FROM ("
-        f" SELECT id, embedding <=> %(qvec)s::vector AS d FROM memories WHERE {where} AND embedding IS NOT NULL"
-        f" ORDER BY (embedding <=> %(qvec)s::vector) + 0 LIMIT %(k)s) v"
-        if embedding is not None else "SELECT NULL::uuid AS id, NULL::bigint AS rank WHERE false"
-    )
-    text_part = (
-        f"SELECT id, row_number() OVER (ORDER BY r DESC) AS rank FROM ("
-        f" SELECT id, ts_rank_cd(tsv, q) AS r FROM memories, to_tsquery('english', %(terms)s) q"
-        f" WHERE {where} AND tsv @@ q ORDER BY r DESC LIMIT %(k)s) t"
-        if params["terms"] else "SELECT NULL::uuid AS id, NULL::bigint AS rank WHERE false"
-    )
-    sql = (
-        f"WITH vec AS ({vector_part}), fts AS ({text_part}),"
-        " fused AS (SELECT coalesce(vec.id, fts.id) AS id,"
-        " coalesce(%(vw)s / (%(rrf)s + vec.rank), 0) + coalesce(%(tw)s / (%(rrf)s + fts.rank), 0) AS score"
-        " FROM vec FULL OUTER JOIN fts ON vec.id = fts.id)"
-        f" SELECT {_COLUMNS.replace('id, user_id', 'm.id, user_id', 1)}, fused.score"
-        " FROM fused JOIN memories m ON m.id = fused.id ORDER BY fused.score DESC, m.recorded_at DESC"
-        " LIMIT %(limit)s"
-    )
-    with db.cursor() as cur:
-        cur.execute(sql, params)
-        return [_memory(r, ScoredMemory) for r in cur.fetchall()]
+    if as_of is None:
+        clauses.append("superseded_at IS NULL")
+    else:
+        clauses.append("recorded_at <= %(as_of)s AND (superseded_at IS NULL OR superseded_at > %(as_of)s)")
+        params["as_of"] = as_of
+    if filters:
+        clauses.append("metadata @> %(filters)s")
+        params["filters"] = Json(filters)
+    return " AND ".join(clauses), params
 
 
 def forget_user(cur, project_id: str, user_id: str) -> dict[str, int]:

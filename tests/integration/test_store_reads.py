@@ -1,0 +1,137 @@
+"""The store's hot-path reads on the real Postgres: half-precision vectors kept with the stored ones, ranking by
+them, fetching ranked rows in order, and single-statement reads that leave the pool in transaction mode."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from psycopg2.extensions import TRANSACTION_STATUS_IDLE
+
+from reverie.models import Tier
+from reverie.store import Database
+from reverie.store import memories as store
+from reverie.store.db import vector_literal
+
+pytestmark = pytest.mark.integration
+DIMENSIONS = 384
+
+
+def direction(degrees: float) -> list[float]:
+    """A unit vector at `degrees` from the first axis, in the plane of the first two."""
+    vector = [0.0] * DIMENSIONS
+    vector[0], vector[1] = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    return vector
+
+
+def insert(clients, project_id: str, user_id: str, text: str, embedding: list[float] | None,
+           tier: Tier = Tier.SEMANTIC) -> str:
+    with clients.db.transaction() as conn, conn.cursor() as cur:
+        return store.insert(cur, project_id, user_id, store.NewMemory(tier=tier, text=text, embedding=embedding))
+
+
+def half_matches_full(clients, project_id: str) -> list[tuple]:
+    with clients.db.transaction() as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT id::text, embedding_half IS NOT DISTINCT FROM embedding::halfvec(384), embedding_half::text"
+            " FROM memories WHERE project_id = %s ORDER BY id",
+            (project_id,),
+        )
+        return cur.fetchall()
+
+
+def test_half_vectors_are_the_stored_vectors_cast_and_follow_an_update(clients, project):
+    p = project.project_id
+    first = insert(clients, p, "ana", "Ana keeps bees", clients.llm.embed(["Ana keeps bees"]).vectors[0])
+    insert(clients, p, "ana", "Ana has no vector yet", None)
+    before = half_matches_full(clients, p)
+    assert [same for _, same, _ in before] == [True, True]
+    assert sorted(half is None for _, _, half in before) == [False, True]
+
+    refined = "Ana keeps two hives of bees"
+    with clients.db.transaction() as conn, conn.cursor() as cur:
+        assert store.update_text(cur, p, "ana", first, refined, embedding=clients.llm.embed([refined]).vectors[0],
+                                 embedding_model="offline", job_id=None)
+    after = half_matches_full(clients, p)
+    assert [same for _, same, _ in after] == [True, True]
+    half_of = {memory_id: half for memory_id, _, half in before}, {memory_id: half for memory_id, _, half in after}
+    assert half_of[1][first] != half_of[0][first]
+
+
+def test_nearest_ranks_like_full_precision_cosine(clients, project):
+    p = project.project_id
+    query = direction(0)
+    angles = [70, 5, 40, 20, 55, 85, 30, 10]
+    ids = {angle: insert(clients, p, "ana", f"memory at {angle} degrees", direction(angle)) for angle in angles}
+    with clients.db.transaction() as conn, conn.cursor() as cur:
+        cur.execute("SELECT id::text FROM memories WHERE project_id = %s ORDER BY embedding <=> %s::vector",
+                    (p, vector_literal(query)))
+        full_precision = [row[0] for row in cur.fetchall()]
+    found = store.nearest(clients.db, p, "ana", query, k=len(angles))
+    assert [hit.id for hit in found] == full_precision == [ids[a] for a in sorted(angles)]
+    assert [hit.id for hit in store.nearest(clients.db, p, "ana", query, k=3)] == full_precision[:3]
+
+
+def test_nearest_leaves_out_rows_without_a_vector_and_superseded_ones(clients, project):
+    p = project.project_id
+    kept = insert(clients, p, "ana", "Ana lives in Berlin", direction(10))
+    old = insert(clients, p, "ana", "Ana lives in Porto", direction(5))
+    insert(clients, p, "ana", "Ana has no vector", None)
+    with clients.db.transaction() as conn, conn.cursor() as cur:
+        store.supersede(cur, p, "ana", old, kept, job_id=None)
+    assert [hit.id for hit in store.nearest(clients.db, p, "ana", direction(0), k=10)] == [kept]
+
+
+def test_matching_ranks_by_words_within_scope(clients, project):
+    p = project.project_id
+    best = insert(clients, p, "ana", "Rosa the sister of Ana lives in Lisbon near Rosa's sister", None)
+    some = insert(clients, p, "ana", "Ana visited Lisbon", None)
+    insert(clients, p, "ana", "Ana likes tea", None)
+    insert(clients, p, "ben", "Ben's sister Rosa lives in Lisbon", None)
+    found = store.matching(clients.db, p, "ana", "sister Rosa Lisbon", k=10)
+    assert [hit.id for hit in found] == [best, some]
+    assert store.matching(clients.db, p, "ana", "? !", k=10) == []
+
+
+def test_fetch_keeps_the_given_order_skips_gone_rows_and_other_users(clients, project):
+    p = project.project_id
+    a = insert(clients, p, "ana", "fact a", None)
+    b = insert(clients, p, "ana", "fact b", None)
+    gone = insert(clients, p, "ana", "fact gone", None)
+    bens = insert(clients, p, "ben", "fact of ben", None)
+    assert store.delete(clients.db, p, gone)
+    found = store.fetch(clients.db, p, "ana", [b, gone, bens, a])
+    assert [m.id for m in found] == [b, a]
+    assert store.fetch(clients.db, p, "ana", []) == []
+
+
+def test_a_read_runs_outside_a_transaction_and_leaves_the_connection_transactional(clients, project):
+    db = Database(clients.database_url(), max_connections=1)
+    try:
+        with db.read() as cur:
+            cur.execute("SELECT 1 AS one")
+            # No transaction was opened around the statement, so there is none to commit.
+            assert cur.connection.get_transaction_status() == TRANSACTION_STATUS_IDLE
+            assert cur.fetchone()["one"] == 1
+        # The one connection of this pool goes back in transaction mode: a failed transaction leaves nothing.
+        with pytest.raises(RuntimeError), db.transaction() as conn, conn.cursor() as cur:
+            assert not conn.autocommit
+            store.insert(cur, project.project_id, "ana", store.NewMemory(tier=Tier.SEMANTIC, text="never kept"))
+            raise RuntimeError("abandon")
+        assert store.matching(clients.db, project.project_id, "ana", "never kept", k=5) == []
+    finally:
+        db.close()
+
+
+def test_a_failed_read_gives_its_connection_back_usable(clients):
+    db = Database(clients.database_url(), max_connections=1)
+    try:
+        with pytest.raises(Exception, match="division by zero"), db.read() as cur:
+            cur.execute("SELECT 1 / 0")
+        with db.read() as cur:
+            cur.execute("SELECT 2 AS two")
+            assert cur.fetchone()["two"] == 2
+        with db.transaction() as conn:
+            assert not conn.autocommit
+    finally:
+        db.close()
