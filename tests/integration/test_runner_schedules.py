@@ -53,7 +53,7 @@ def test_expressions_the_local_scheduler_cannot_honour_are_refused(expression):
 
 def test_every_schedule_of_the_template_is_understood():
     schedules = [s for f in Template().functions().values() for s in f.schedules]
-    assert {s.name for s in schedules} == {"weekly", "health"}
+    assert {s.name for s in schedules} == {"weekly", "health", "windows"}
     for schedule in schedules:
         assert isinstance(parse(schedule.expression), Rate | Cron)
 

@@ -14,5 +14,5 @@ def test_alarms_watch_metrics_that_exist():
 def test_dlqs_stalls_outbox_and_lost_memories_are_alarmed():
     alarms = Template().of_type("AWS::CloudWatch::Alarm")
     watched = {a["Properties"]["MetricName"] for a in alarms.values()}
-    assert {"ReflectionStalled", "MemoryNotSaved", "OutboxOldestAgeSeconds", "EngineDown",
+    assert {"ReflectionStalled", "MemoryNotSaved", "OutboxOldestAgeSeconds", "EngineDown", "HeldJobOverdueSeconds",
             "ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage"} <= watched

@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     # Reflection queues: the receive on which a failing job is recorded dead (template.yaml maxReceiveCount).
     reflect_max_receive_count: int = 5
 
+    # Reflection windows: a tier holds a user's jobs and learns them with one model call once this many have
+    # gathered, or once the oldest has waited this long (the window sweep closes those). 1 learns each queue
+    # batch as it comes. Model calls per job fall with the window; the time to learn grows with it.
+    reflect_window_jobs: int = Field(default=20, ge=1, le=200)
+    reflect_window_s: int = Field(default=300, ge=0, le=3600)
+
     def queue_url(self, tier: Tier | str) -> str | None:
         return getattr(self, f"{Tier(tier).value}_queue_url")
 

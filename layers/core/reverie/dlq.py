@@ -157,6 +157,19 @@ class Redrive:
     note: str | None = None
 
 
+def park(clients, name: str, body: str, *, group_id: str, dedup_key: str, reason: str | None = None) -> None:
+    """Put a message in a queue's DLQ directly: a refused job, or a held job out of attempts. The dedup id is
+    stable for `dedup_key`, so parking the same thing twice leaves one message. A failed send raises."""
+    _, dlq = queue_urls(clients.settings, name)
+    send: dict[str, Any] = {
+        "QueueUrl": dlq, "MessageBody": body or "(empty)", "MessageGroupId": group_id or "refused",
+        "MessageDeduplicationId": "parked-" + hashlib.sha256(dedup_key.encode()).hexdigest()[:64],
+    }
+    if reason is not None:
+        send["MessageAttributes"] = {"refused_reason": {"DataType": "String", "StringValue": reason[:1000]}}
+    clients.sqs.send_message(**send)
+
+
 def dedup_id(message: dict[str, Any]) -> str:
     """Stable for one DLQ message (a retried redrive is dropped by SQS), different for every new arrival in
     the DLQ (a message that fails again gets a new id when it is sent back, so its next redrive is not

@@ -32,6 +32,11 @@ def probe(clients) -> dict[str, Any]:
     dead = sum((q["dlq"] or {}).get("visible", 0) for q in report["queues"].values())
     metrics.add_metric(name=Metric.QUEUE_DEPTH, unit=MetricUnit.Count, value=deepest)
     metrics.add_metric(name=Metric.DEAD_LETTERS, unit=MetricUnit.Count, value=dead)
+    held = report.get("held") or {}
+    if "error" not in held:
+        oldest = max((h["oldest_age_s"] for h in held.values()), default=0)
+        overdue = max(0.0, oldest - clients.settings.reflect_window_s)
+        metrics.add_metric(name=Metric.HELD_OVERDUE, unit=MetricUnit.Seconds, value=overdue)
     stalled = check_stalls(clients, report)
     if stalled is not None:
         metrics.add_metric(name=Metric.REFLECTION_STALLED, unit=MetricUnit.Count, value=stalled)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import timedelta
 
 from reverie import jobs
 from reverie.errors import NotFound, ServiceUnavailable
 from reverie.models import TIERS, JobStatus, TierOutcome, TierStatus
-from reverie.store import reflection
+from reverie.store import held_jobs, reflection
 
 # Seconds a client should wait before asking again. A queued job is usually done within seconds; a failed
 # one is retried only after the queue's visibility timeout, so asking often is pointless.
@@ -23,7 +24,8 @@ def job_status(clients, project_id: str, job_id: str) -> JobStatus:
     says the job exists (or another tier has a row). NotFound when neither knows the job."""
     with clients.db.transaction() as conn, conn.cursor() as cur:
         rows = {row["tier"]: row for row in reflection.job_rows(cur, project_id, job_id)}
-    if not rows:
+        held = held_jobs.held_tiers(cur, project_id, job_id)
+    if not rows and not held:
         try:
             marker = jobs.known(clients.valkey, project_id, job_id)
         except Exception as exc:  # Valkey only ever says "queued": without it we cannot tell queued from unknown
@@ -36,8 +38,17 @@ def job_status(clients, project_id: str, job_id: str) -> JobStatus:
         tiers[tier] = TierOutcome(
             status=TierStatus(row["status"]), added=row["added"], updated=row["updated"],
             superseded=row["superseded"], reason=row["reason"], error=row["error"],
-        ) if row else TierOutcome(status=TierStatus.QUEUED)
+        ) if row else TierOutcome(status=TierStatus.QUEUED, reason=_held_reason(clients.settings, held.get(tier.value)))
     return JobStatus(job_id=job_id, status=overall([t.status for t in tiers.values()]), tiers=tiers)
+
+
+def _held_reason(settings, held_at) -> str | None:
+    """Why a queued job waits: it is held in the user's reflection window (see reverie.reflect.window)."""
+    if held_at is None:
+        return None
+    due = (held_at + timedelta(seconds=settings.reflect_window_s)).isoformat(timespec="seconds")
+    return (f"held with the user's next jobs, to learn them together: learned when "
+            f"{settings.reflect_window_jobs} have gathered, or by {due}")
 
 
 def overall(statuses: list[TierStatus]) -> TierStatus:

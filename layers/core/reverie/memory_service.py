@@ -30,6 +30,7 @@ from reverie.models import (
     ListMemoriesQuery,
     Memory,
     MemoryEvent,
+    ReflectionJob,
     ScoredMemory,
     SearchRequest,
     Tier,
@@ -161,6 +162,16 @@ class ExportedSession(BaseModel):
     turns: list[Turn]
 
 
+class ExportedHeldJob(BaseModel):
+    """A job a tier holds in the user's reflection window, not learned yet (it carries the user's words)."""
+
+    tier: str
+    held_at: datetime
+    attempts: int
+    last_error: str | None = None
+    job: ReflectionJob
+
+
 class UserExport(BaseModel):
     user_id: str
     exported_at: datetime
@@ -170,6 +181,7 @@ class UserExport(BaseModel):
     jobs: list[ExportedJob]
     usage: list[ExportedUsage]
     working_memory: list[ExportedSession]
+    held_jobs: list[ExportedHeldJob] = Field(default_factory=list)
     truncated: list[str] = Field(default_factory=list, description="parts cut at the export's row limit")
 
 
@@ -402,12 +414,12 @@ def regenerate_narrative(clients, project_id: str, user_id: str) -> JobAccepted:
 
 def export_user(clients, project_id: str, user_id: str) -> UserExport:
     """Everything stored for the user: every memory (superseded too), events, narratives, job outcomes,
-    the cost ledger and the turns still in working memory."""
+    the cost ledger, the jobs held in reflection windows and the turns still in working memory."""
     check_user_id(user_id)
     rows = users.export(clients.db, project_id, user_id)
     return UserExport(
         user_id=user_id, exported_at=utcnow(), memories=rows["memories"], events=rows["events"],
-        narratives=rows["narratives"], jobs=rows["jobs"], usage=rows["usage"],
+        narratives=rows["narratives"], jobs=rows["jobs"], usage=rows["usage"], held_jobs=rows["held_jobs"],
         working_memory=_working_memory(clients.valkey, project_id, user_id), truncated=rows["truncated"],
     )
 
@@ -424,8 +436,8 @@ def _working_memory(valkey, project_id: str, user_id: str) -> list[ExportedSessi
 
 
 def forget_user(clients, project_id: str, user_id: str) -> JobAccepted:
-    """Forget a user: tiers 2-4, events, narratives, job outcomes and ledger rows, then tier 1 and every other
-    key of theirs. The tombstone written with the rows drops their jobs still in flight when they arrive.
+    """Forget a user: tiers 2-4, events, narratives, job outcomes, held jobs and ledger rows, then tier 1 and every
+    other key of theirs. The tombstone written with the rows drops their jobs still in flight when they arrive.
 
     Safe to repeat: a retry after a failure finishes what the first call started."""
     check_user_id(user_id)

@@ -34,3 +34,5 @@ class Metric(StrEnum):
     QUEUE_DEPTH = "QueueDepth"
     DEAD_LETTERS = "DeadLetters"
     REFLECTION_STALLED = "ReflectionStalled"
+    # How long past its window the oldest held job has waited (WindowsNotClosingAlarm): the sweep is not running.
+    HELD_OVERDUE = "HeldJobOverdueSeconds"

@@ -1,4 +1,4 @@
-"""What `GET /v1/status` and the health probe report: queue depths, oldest ages, DLQ counts."""
+"""What `GET /v1/status` and the health probe report: queue depths, oldest ages, DLQ counts, held windows."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from reverie import outbox
 from reverie.models import TIERS
-from reverie.store import users
+from reverie.store import held_jobs, users
 
 _ATTRIBUTES = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
 
@@ -27,11 +27,19 @@ def system_status(clients, project_id: str | None = None) -> dict[str, Any]:
             "queue": queue_counts(clients.sqs, getattr(s, f"{name}_queue_url")),
             "dlq": queue_counts(clients.sqs, getattr(s, f"{name}_dlq_url")),
         }
-    answer: dict[str, Any] = {"status": "ok", "queues": queues, "outbox": _or_error(outbox.stats, clients.valkey)}
+    answer: dict[str, Any] = {"status": "ok", "queues": queues, "outbox": _or_error(outbox.stats, clients.valkey),
+                              "held": _or_error(held_windows, clients.db)}
     if project_id is not None:
         # When each tier last recorded a job outcome for this project: a stalled tier shows here first.
         answer["last_write"] = _or_error(users.last_writes, clients.db, project_id)
     return answer
+
+
+def held_windows(db) -> dict[str, dict[str, Any]]:
+    """Per tier: jobs held in reflection windows (all projects) and how long the oldest has waited."""
+    with db.transaction() as conn, conn.cursor() as cur:
+        found = held_jobs.totals(cur)
+    return {t.value: found.get(t.value, {"jobs": 0, "oldest_age_s": 0}) for t in TIERS}
 
 
 def _or_error(read, *args) -> Any:

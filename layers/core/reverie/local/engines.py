@@ -39,8 +39,13 @@ class Engines:
 
     def environment(self) -> dict[str, str]:
         """What every function sees: the template's environment resolved to these engines."""
-        env = self.template.environment(self.refs, parameters={"RedisUrl": self.redis_url,
-                                                               "DatabaseUrl": self.database_url})
+        # Locally a job is learned as soon as its batch arrives (a window of one), so what is said shows up at
+        # once; REFLECT_WINDOW_JOBS / REFLECT_WINDOW_S try the deployed windows here.
+        env = self.template.environment(self.refs, parameters={
+            "RedisUrl": self.redis_url, "DatabaseUrl": self.database_url,
+            "ReflectWindowJobs": os.environ.get("REFLECT_WINDOW_JOBS", "1"),
+            "ReflectWindowSeconds": os.environ.get("REFLECT_WINDOW_S", "300"),
+        })
         env.update(LOCAL_CREDENTIALS)
         env.update(
             DATABASE_URL=self.database_url,

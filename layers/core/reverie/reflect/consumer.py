@@ -1,17 +1,16 @@
-"""A tier's SQS FIFO batch: records grouped by user, each user's jobs reflected together, failures recorded.
+"""A tier's SQS FIFO batch: records grouped by user, each user's jobs held in the reflection window (and learned
+when it is due), close messages from the window sweep, poison messages refused.
 
-Why per group and not per record: the jobs of one user in a batch are learned with one model call per tier
-(and one embedding call), so the work unit is the group. The first record of a group runs the whole
-group's reflection (one transaction); the group's later records just return. If it fails, that first record
-raises and `skip_group_on_error` fails every later record of the same group without calling us, so the
-group's jobs come back together and in order, while other users' groups in the batch carry on. A group is
-all-or-nothing; a redelivery skips whatever was committed before (processed_jobs), so partial progress from
-an earlier invocation (say, a timeout after some groups committed) is never applied twice.
+Why per group and not per record: the jobs of one user are learned together (reverie.reflect.window), so the
+work unit is the group. The first record of a group handles the whole group; its later records just return.
+If that fails, the first record raises and `skip_group_on_error` fails every later record of the same group
+without calling us, so the group's jobs come back together and in order, while other users' groups in the
+batch carry on. A redelivery skips whatever was committed before (held or processed), so partial progress
+from an earlier invocation is never applied twice.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections import defaultdict
@@ -21,12 +20,14 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+from reverie import dlq
 from reverie.errors import InvalidJob
 from reverie.jobs import parse_job
 from reverie.metric_names import Metric
-from reverie.models import SAFE_ID_PATTERN, ReflectionJob, Tier, TierStatus
+from reverie.models import SAFE_ID_PATTERN, ReflectionJob, Tier
 from reverie.observability import logger, metrics
-from reverie.reflect.learn import learn, user_hash
+from reverie.reflect import window
+from reverie.reflect.learn import user_hash
 from reverie.store import reflection as outcomes_table
 
 _SAFE_ID = re.compile(SAFE_ID_PATTERN)
@@ -39,6 +40,7 @@ class Delivery:
     receive_count: int
     body: str
     job: ReflectionJob | None = None
+    close: window.CloseRequest | None = None
     refusal: str | None = None
 
 
@@ -51,7 +53,13 @@ def read_record(record: dict[str, Any]) -> Delivery:
         body=record.get("body") or "",
     )
     try:
-        delivery.job = parse_job(delivery.body)
+        data = json.loads(delivery.body)
+        if isinstance(data, dict) and data.get("kind") == window.CLOSE:
+            delivery.close = window.parse_close(data)
+        else:
+            delivery.job = parse_job(data)
+    except json.JSONDecodeError as exc:
+        delivery.refusal = f"job is not JSON: {exc.msg}"
     except InvalidJob as exc:
         delivery.refusal = exc.message
     return delivery
@@ -105,42 +113,27 @@ class BatchReflector:
             return
         group_id = self.group_of[delivery.message_id]
         if group_id in self.finished:
-            return  # learned with the group's first record
-        for batch in user_batches(self.groups[group_id]):
-            try:
-                learn(self.clients, self.tier, [d.job for d in batch])
-            except Exception as exc:
-                self.record_failure(batch, exc)
-                raise
+            return  # handled with the group's first record
+        group = self.groups[group_id]
+        receive_counts = {d.job.job_id: d.receive_count for d in group if d.job is not None}
+        for batch in user_batches(group):
+            window.take(self.clients, self.tier, [d.job for d in batch], receive_counts)
+        for request in {d.close for d in group if d.close is not None}:
+            self.close(request)
         self.finished.add(group_id)
 
-    def record_failure(self, batch: list[Delivery], exc: Exception) -> None:
-        """Record `failed` with the error, or `dead` when this was the last receive before the DLQ, in a
-        transaction of its own (the reflection's was rolled back). Never replaces a done or empty outcome."""
-        limit = self.clients.settings.reflect_max_receive_count
-        error = f"{type(exc).__name__}: {exc}"[:1000]
-        failures = {}
-        for d in batch:
-            if d.receive_count >= limit:
-                failures[d.job.job_id] = (TierStatus.DEAD, f"{error} (receive {d.receive_count} of {limit}; "
-                                                           "moved to the dead-letter queue)", d.job.created_at)
-            else:
-                failures[d.job.job_id] = (TierStatus.FAILED, f"{error} (receive {d.receive_count} of {limit})",
-                                          d.job.created_at)
-        dead = sum(1 for status, _, _ in failures.values() if status == TierStatus.DEAD)
-        job = batch[0].job
-        logger.warning("reflection failed", extra={
-            "tier": self.tier.value, "user_hash": user_hash(job.user_id), "jobs": len(batch), "dead": dead,
-            "error_type": type(exc).__name__, "receive_count": batch[0].receive_count,
-        })
-        metrics.add_metric(name=Metric.REFLECTION_FAILURES, unit=MetricUnit.Count, value=len(batch))
-        if dead:
-            metrics.add_metric(name=Metric.DEAD_JOBS, unit=MetricUnit.Count, value=dead)
+    def close(self, request: window.CloseRequest) -> None:
+        """A close message from the window sweep. Its failure is recorded on the held jobs (which count their
+        attempts) and not raised: the next sweep is the retry, and a close message never lands in the DLQ."""
+        if request.tier != self.tier:
+            logger.error("close message for another tier ignored", extra={"tier": self.tier.value,
+                                                                          "for_tier": request.tier.value})
+            return
         try:
-            with self.clients.db.transaction() as conn, conn.cursor() as cur:
-                outcomes_table.write_failures(cur, job.project_id, job.user_id, self.tier, failures)
-        except Exception:
-            logger.exception("could not record a reflection failure", extra={"tier": self.tier.value})
+            window.close(self.clients, self.tier, request.project_id, request.user_id)
+        except Exception as exc:
+            logger.warning("window not closed; the next sweep retries", extra={
+                "tier": self.tier.value, "user_hash": user_hash(request.user_id), "error_type": type(exc).__name__})
 
     def refuse(self, delivery: Delivery) -> None:
         """A poison message (not JSON, wrong schema, no project or user) is refused at once and not retried:
@@ -161,16 +154,11 @@ class BatchReflector:
         self.park(delivery, reason)
 
     def park(self, delivery: Delivery, reason: str) -> None:
-        dlq_url = self.clients.settings.dlq_url(self.tier)
-        if not dlq_url:
+        if not self.clients.settings.dlq_url(self.tier):
             logger.error("no dead-letter queue configured; a refused job is only logged",
                          extra={"tier": self.tier.value, "message_id": delivery.message_id})
             return
-        # A failed send raises: the message is retried rather than lost.
-        self.clients.sqs.send_message(
-            QueueUrl=dlq_url, MessageBody=delivery.body or "(empty)",
-            MessageGroupId=delivery.group_id or "refused",
-            # Stable for this message: a second refusal of a redelivery is deduplicated by SQS.
-            MessageDeduplicationId="refused-" + hashlib.sha256(delivery.message_id.encode()).hexdigest()[:64],
-            MessageAttributes={"refused_reason": {"DataType": "String", "StringValue": reason[:1000]}},
-        )
+        # A failed send raises: the message is retried rather than lost. Keyed by the message, so a second
+        # refusal of a redelivery is deduplicated by SQS.
+        dlq.park(self.clients, self.tier.value, delivery.body, group_id=delivery.group_id,
+                 dedup_key=f"refused:{delivery.message_id}", reason=reason)

@@ -1,5 +1,6 @@
 """One user's jobs in one tier, learned at most once: the memory changes, the memory events, one outcome
-row per job and the ledger rows of the calls that paid for them commit in one transaction."""
+row per job, the ledger rows of the calls that paid for them and the jobs' release from the reflection
+window commit in one transaction."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from reverie.models import ReflectionJob, Tier, TierOutcome, TierStatus
 from reverie.observability import logger, metrics
 from reverie.reflect import episodic, procedural, semantic
 from reverie.reflect.plan import Change, Plan
-from reverie.store import memories
+from reverie.store import held_jobs, memories
 from reverie.store import reflection as outcomes_table
 
 PLANNERS = {Tier.EPISODIC: episodic.plan, Tier.SEMANTIC: semantic.plan, Tier.PROCEDURAL: procedural.plan}
@@ -54,6 +55,8 @@ def learn(clients, tier: Tier, jobs: Sequence[ReflectionJob], meter: ledger.Mete
         forgotten = outcomes_table.forgotten_at(cur, project_id, user_id)
     pending = [j for j in jobs if known.get(j.job_id) not in FINAL]
     if not pending:
+        with db.transaction() as conn, conn.cursor() as cur:
+            held_jobs.release(cur, project_id, tier, [j.job_id for j in jobs])
         return {}
     live = _not_forgotten(pending, forgotten)
 
@@ -66,6 +69,7 @@ def learn(clients, tier: Tier, jobs: Sequence[ReflectionJob], meter: ledger.Mete
             live = _still_live(cur, tier, pending, project_id, user_id)
             results = apply(cur, tier, project_id, user_id, plan.only({j.job_id for j in live}), live)
             outcomes_table.write_outcomes(cur, project_id, user_id, tier, results)
+            held_jobs.release(cur, project_id, tier, [j.job_id for j in jobs])
             calls = meter.take()
             if live:
                 ledger.record(cur, project_id, user_id, tier.value, [j.job_id for j in live], calls)

@@ -293,7 +293,7 @@ def _scope(
 def forget_user(cur, project_id: str, user_id: str) -> dict[str, int]:
     """Remove everything durable of one user, and leave a tombstone so late jobs are dropped."""
     counts = {}
-    for table in ("memories", "memory_events", "narratives", "llm_usage", "processed_jobs"):
+    for table in ("memories", "memory_events", "narratives", "llm_usage", "processed_jobs", "held_jobs"):
         cur.execute(f"DELETE FROM {table} WHERE project_id = %s AND user_id = %s", (project_id, user_id))
         counts[table] = cur.rowcount
     cur.execute(

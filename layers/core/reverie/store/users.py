@@ -46,8 +46,9 @@ def superseded(db: Database, project_id: str, user_id: str, *, limit: int) -> li
 
 
 def export(db: Database, project_id: str, user_id: str, *, max_rows: int = EXPORT_MAX_ROWS) -> dict[str, Any]:
-    """Every durable row of one user: memories (superseded too), their events, narratives, job outcomes and
-    the cost ledger. `truncated` names the tables that had more than `max_rows` rows."""
+    """Every durable row of one user: memories (superseded too), their events, narratives, job outcomes, the
+    cost ledger and the jobs held in reflection windows. `truncated` names the tables that had more than
+    `max_rows` rows."""
     out: dict[str, Any] = {"truncated": []}
     queries = {
         "memories": f"SELECT {_COLUMNS} FROM memories WHERE project_id = %s AND user_id = %s"
@@ -62,6 +63,8 @@ def export(db: Database, project_id: str, user_id: str, *, max_rows: int = EXPOR
         "usage": "SELECT job_id, job_ids, tier, purpose, model, prompt_tokens, completion_tokens, calls, created_at"
                  " FROM llm_usage"
                  " WHERE project_id = %s AND user_id = %s ORDER BY id LIMIT %s",
+        "held_jobs": "SELECT tier, held_at, attempts, last_error, job FROM held_jobs"
+                     " WHERE project_id = %s AND user_id = %s ORDER BY seq LIMIT %s",
     }
     with db.cursor() as cur:
         for name, sql in queries.items():

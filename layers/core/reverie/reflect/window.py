@@ -1,0 +1,194 @@
+"""Reflection windows: a tier holds a user's jobs across queue batches and learns them together.
+
+Why: a FIFO batch holds at most ten messages, often of several users, so learning each batch as it comes
+costs a model call per tier for every few jobs. Held in Postgres, a user's jobs are learned with one call per
+tier once `reflect_window_jobs` have gathered, or once the oldest has waited `reflect_window_s` (the window
+sweep sends the tier a close message for those). A held job is durable, so its queue message can go; it
+leaves the window in the transaction that applies it (reverie.reflect.learn), and order is arrival order.
+
+Failures: the records delivered in the invocation that closes a window fail back to the queue (SQS counts
+their receives and moves them to the DLQ after the last). Jobs held by earlier invocations have no message
+any more, so the window counts their failed attempts; after the same number of attempts they are parked in
+the DLQ and recorded dead. Either way a window that keeps failing cannot hold a user's learning hostage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from reverie import dlq
+from reverie.errors import InvalidJob
+from reverie.jobs import encode
+from reverie.metric_names import Metric
+from reverie.models import SAFE_ID_PATTERN, TIERS, ReflectionJob, Tier, TierStatus, utcnow
+from reverie.observability import logger, metrics
+from reverie.reflect.learn import learn, user_hash
+from reverie.store import held_jobs
+from reverie.store import reflection as outcomes_table
+
+CLOSE = "close_window"
+# At most this many held jobs are learned per model call round; a larger backlog is learned in rounds.
+MAX_JOBS_PER_ROUND = 200
+_SAFE_ID = re.compile(SAFE_ID_PATTERN)
+
+
+@dataclass(frozen=True)
+class CloseRequest:
+    """The body of a close message: learn this user's held jobs in this tier now."""
+
+    project_id: str
+    user_id: str
+    tier: Tier
+
+    @property
+    def group_id(self) -> str:
+        return f"{self.project_id}:{self.user_id}"  # the user's jobs' group: closed in order with them
+
+    def body(self) -> str:
+        return json.dumps({"kind": CLOSE, "project_id": self.project_id, "user_id": self.user_id,
+                           "tier": self.tier.value})
+
+
+def parse_close(data: dict) -> CloseRequest:
+    project_id, user_id, tier = data.get("project_id"), data.get("user_id"), data.get("tier")
+    if not all(isinstance(v, str) and _SAFE_ID.match(v) for v in (project_id, user_id)):
+        raise InvalidJob("close message without a valid project_id and user_id")
+    if tier not in {t.value for t in TIERS}:
+        raise InvalidJob(f"close message for an unknown tier {tier!r}")
+    return CloseRequest(project_id, user_id, Tier(tier))
+
+
+def is_due(state: held_jobs.WindowState, settings) -> bool:
+    """Full, or its oldest job has waited long enough."""
+    if state.jobs == 0:
+        return False
+    return state.jobs >= settings.reflect_window_jobs or state.age_s >= settings.reflect_window_s
+
+
+def take(clients, tier: Tier, jobs: Sequence[ReflectionJob], receive_counts: dict[str, int]) -> bool:
+    """Hold a user's delivered jobs (in order) and learn the window when it is due. True if it was learned."""
+    tier = Tier(tier)
+    project_id, user_id = jobs[0].project_id, jobs[0].user_id
+    with clients.db.transaction() as conn, conn.cursor() as cur:
+        held_jobs.hold(cur, tier, jobs)
+        state = held_jobs.state(cur, project_id, user_id, tier)
+    if not is_due(state, clients.settings):
+        logger.debug("jobs held", extra={"tier": tier.value, "user_hash": user_hash(user_id), "held": state.jobs})
+        return False
+    close(clients, tier, project_id, user_id, receive_counts=receive_counts)
+    return True
+
+
+def close(clients, tier: Tier, project_id: str, user_id: str, *, receive_counts: dict[str, int] | None = None
+          ) -> int:
+    """Learn every job the user's window holds, oldest first; returns how many. On failure the outcome of
+    each job is recorded (see the module docstring) and the error is raised."""
+    learned = 0
+    while True:
+        with clients.db.transaction() as conn, conn.cursor() as cur:
+            window = held_jobs.window(cur, project_id, user_id, tier, MAX_JOBS_PER_ROUND)
+        if not window:
+            return learned
+        try:
+            learn(clients, tier, [h.job for h in window])
+        except Exception as exc:
+            record_failure(clients, tier, window, receive_counts or {}, exc)
+            raise
+        learned += len(window)
+        if len(window) < MAX_JOBS_PER_ROUND:
+            return learned
+
+
+def record_failure(clients, tier: Tier, window: Sequence[held_jobs.HeldJob], receive_counts: dict[str, int],
+                   exc: Exception) -> None:
+    """Each job's outcome after a failed window, in a transaction of its own (the reflection's was rolled
+    back). Delivered jobs: failed, or dead on their last receive (their message goes to the DLQ, so they leave
+    the window). Jobs held earlier: failed, or parked in the DLQ and dead after the last attempt."""
+    limit = clients.settings.reflect_max_receive_count
+    error = f"{type(exc).__name__}: {exc}"[:1000]
+    project_id, user_id = window[0].job.project_id, window[0].job.user_id
+    failures: dict[str, tuple[TierStatus, str, object]] = {}
+    leaving: list[ReflectionJob] = []
+    to_park: list[ReflectionJob] = []
+    try:
+        with clients.db.transaction() as conn, conn.cursor() as cur:
+            attempts = held_jobs.count_failure(cur, project_id, tier, [h.job.job_id for h in window], error)
+            for held in window:
+                job = held.job
+                if job.job_id in receive_counts:
+                    count = receive_counts[job.job_id]
+                    if count >= limit:
+                        failures[job.job_id] = (TierStatus.DEAD, f"{error} (receive {count} of {limit}; moved to the "
+                                                                 "dead-letter queue)", job.created_at)
+                        leaving.append(job)
+                    else:
+                        failures[job.job_id] = (TierStatus.FAILED, f"{error} (receive {count} of {limit})",
+                                                job.created_at)
+                    continue
+                tried = attempts.get(job.job_id, held.attempts + 1)
+                if tried >= limit:
+                    failures[job.job_id] = (TierStatus.DEAD, f"{error} (attempt {tried} of {limit}; parked in the "
+                                                             "dead-letter queue)", job.created_at)
+                    to_park.append(job)
+                else:
+                    failures[job.job_id] = (TierStatus.FAILED, f"{error} (attempt {tried} of {limit}; held, and "
+                                                               "retried when the window next closes)", job.created_at)
+            # Parked first: a failed send leaves the job held (and retried), never lost.
+            for job in to_park:
+                dlq.park(clients, tier, encode(job), group_id=job.group_id, dedup_key=f"held:{tier.value}:{job.job_id}")
+            held_jobs.release(cur, project_id, tier, [j.job_id for j in leaving + to_park])
+            outcomes_table.write_failures(cur, project_id, user_id, tier, failures)
+    except Exception:
+        logger.exception("could not record a reflection failure", extra={"tier": tier.value})
+    dead = len(leaving) + len(to_park)
+    logger.warning("reflection failed", extra={
+        "tier": tier.value, "user_hash": user_hash(user_id), "jobs": len(window), "dead": dead,
+        "parked": len(to_park), "error_type": type(exc).__name__,
+    })
+    metrics.add_metric(name=Metric.REFLECTION_FAILURES, unit=MetricUnit.Count, value=len(window))
+    if dead:
+        metrics.add_metric(name=Metric.DEAD_JOBS, unit=MetricUnit.Count, value=dead)
+
+
+# ---------------------------------------------------------------- the sweep (EventBridge schedule)
+
+
+@dataclass
+class SweepResult:
+    windows: int = 0
+    sent: int = 0
+    failed: int = 0
+
+
+def sweep(clients, limit: int = 1000) -> SweepResult:
+    """Send a close message to the tier queue of every window whose oldest job has waited long enough. The
+    reflector learns it in the user's order; a close that is sent twice finds the window empty."""
+    settings = clients.settings
+    with clients.db.transaction() as conn, conn.cursor() as cur:
+        cur.execute("SELECT now()")
+        now = cur.fetchone()[0]
+        due = held_jobs.due_windows(cur, now - timedelta(seconds=settings.reflect_window_s), limit)
+    result = SweepResult(windows=len(due))
+    minute = utcnow().strftime("%Y%m%d%H%M")
+    for project_id, user_id, tier in due:
+        request = CloseRequest(project_id, user_id, tier)
+        # One close per window per minute: a sweep retried by the scheduler sends no second one.
+        dedup = hashlib.sha256(f"{request.body()}:{minute}".encode()).hexdigest()
+        try:
+            clients.sqs.send_message(QueueUrl=settings.queue_url(tier), MessageBody=request.body(),
+                                     MessageGroupId=request.group_id, MessageDeduplicationId=dedup)
+            result.sent += 1
+        except Exception as exc:
+            result.failed += 1
+            logger.warning("window close not sent; the next sweep retries", extra={
+                "tier": tier.value, "user_hash": user_hash(user_id), "error": type(exc).__name__})
+    if result.windows:  # quiet when there is nothing to close: it runs every minute
+        logger.info("window sweep", extra={"windows": result.windows, "sent": result.sent, "failed": result.failed})
+    return result

@@ -1,0 +1,113 @@
+"""Reflection windows in Postgres: the jobs a tier holds per user until it learns them together.
+
+Writes compose into a caller's transaction; every statement is scoped by project and user (or names jobs by
+project and id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from psycopg2.extras import Json
+
+from reverie.jobs import parse_job
+from reverie.models import ReflectionJob, Tier
+
+# Outcomes after which a job is never held again: it was applied (or found empty) in this tier.
+_APPLIED = ("done", "empty")
+
+
+@dataclass(frozen=True)
+class WindowState:
+    jobs: int
+    age_s: float  # how long the oldest has waited, by the database's clock (0 when empty)
+
+
+@dataclass(frozen=True)
+class HeldJob:
+    job: ReflectionJob
+    attempts: int
+    held_at: datetime
+
+
+def hold(cur, tier: Tier, jobs: Sequence[ReflectionJob]) -> list[str]:
+    """Hold the jobs (all of one project and user, in order), skipping those already held or applied in this
+    tier. Returns the ids newly held."""
+    held = []
+    for job in jobs:
+        cur.execute(
+            "INSERT INTO held_jobs (project_id, user_id, tier, job_id, job)"
+            " SELECT %(p)s, %(u)s, %(t)s, %(j)s, %(body)s WHERE NOT EXISTS (SELECT 1 FROM processed_jobs"
+            "  WHERE project_id = %(p)s AND job_id = %(j)s AND tier = %(t)s AND status IN %(applied)s)"
+            " ON CONFLICT (project_id, job_id, tier) DO NOTHING RETURNING job_id",
+            {"p": job.project_id, "u": job.user_id, "t": Tier(tier).value, "j": job.job_id,
+             "body": Json(job.model_dump(mode="json")), "applied": _APPLIED},
+        )
+        if cur.fetchone() is not None:
+            held.append(job.job_id)
+    return held
+
+
+def state(cur, project_id: str, user_id: str, tier: Tier) -> WindowState:
+    cur.execute(
+        "SELECT count(*), coalesce(extract(epoch FROM now() - min(held_at)), 0) FROM held_jobs"
+        " WHERE project_id = %s AND user_id = %s AND tier = %s",
+        (project_id, user_id, Tier(tier).value),
+    )
+    count, age_s = cur.fetchone()
+    return WindowState(jobs=int(count), age_s=float(age_s))
+
+
+def window(cur, project_id: str, user_id: str, tier: Tier, limit: int) -> list[HeldJob]:
+    """The user's held jobs in arrival order, at most `limit` (the oldest first)."""
+    cur.execute(
+        "SELECT job, attempts, held_at FROM held_jobs WHERE project_id = %s AND user_id = %s AND tier = %s"
+        " ORDER BY seq LIMIT %s",
+        (project_id, user_id, Tier(tier).value, limit),
+    )
+    return [HeldJob(parse_job(body), attempts, held_at) for body, attempts, held_at in cur.fetchall()]
+
+
+def release(cur, project_id: str, tier: Tier, job_ids: Sequence[str]) -> int:
+    """The jobs leave the window: applied (in the caller's transaction) or parked in the dead-letter queue."""
+    if not job_ids:
+        return 0
+    cur.execute("DELETE FROM held_jobs WHERE project_id = %s AND tier = %s AND job_id = ANY(%s)",
+                (project_id, Tier(tier).value, list(job_ids)))
+    return cur.rowcount
+
+
+def count_failure(cur, project_id: str, tier: Tier, job_ids: Sequence[str], error: str) -> dict[str, int]:
+    """One more failed attempt for each of these held jobs; returns their attempts so far."""
+    if not job_ids:
+        return {}
+    cur.execute(
+        "UPDATE held_jobs SET attempts = attempts + 1, last_error = %s"
+        " WHERE project_id = %s AND tier = %s AND job_id = ANY(%s) RETURNING job_id, attempts",
+        (error[:2000], project_id, Tier(tier).value, list(job_ids)),
+    )
+    return {job_id: attempts for job_id, attempts in cur.fetchall()}
+
+
+def due_windows(cur, older_than: datetime, limit: int = 1000) -> list[tuple[str, str, Tier]]:
+    """(project, user, tier) of the windows whose oldest job was held before `older_than`."""
+    cur.execute(
+        "SELECT project_id, user_id, tier FROM held_jobs WHERE held_at <= %s"
+        " GROUP BY project_id, user_id, tier ORDER BY min(held_at) LIMIT %s",
+        (older_than, limit),
+    )
+    return [(p, u, Tier(t)) for p, u, t in cur.fetchall()]
+
+
+def held_tiers(cur, project_id: str, job_id: str) -> dict[str, datetime]:
+    """The tiers holding this job, and since when: for its status."""
+    cur.execute("SELECT tier, held_at FROM held_jobs WHERE project_id = %s AND job_id = %s", (project_id, job_id))
+    return {tier: held_at for tier, held_at in cur.fetchall()}
+
+
+def totals(cur) -> dict[str, dict[str, float | int]]:
+    """Per tier: how many jobs are held (all projects) and how long the oldest has waited."""
+    cur.execute("SELECT tier, count(*), extract(epoch FROM now() - min(held_at)) FROM held_jobs GROUP BY tier")
+    return {tier: {"jobs": int(count), "oldest_age_s": round(float(age), 1)} for tier, count, age in cur.fetchall()}
