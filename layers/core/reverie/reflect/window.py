@@ -122,6 +122,8 @@ def record_failure(clients, tier: Tier, window: Sequence[held_jobs.HeldJob], rec
             attempts = held_jobs.count_failure(cur, project_id, tier, [h.job.job_id for h in window], error)
             for held in window:
                 job = held.job
+                if job.job_id not in attempts:
+                    continue  # no longer held: applied meanwhile by another delivery (which raced this one)
                 if job.job_id in receive_counts:
                     count = receive_counts[job.job_id]
                     if count >= limit:
@@ -132,7 +134,7 @@ def record_failure(clients, tier: Tier, window: Sequence[held_jobs.HeldJob], rec
                         failures[job.job_id] = (TierStatus.FAILED, f"{error} (receive {count} of {limit})",
                                                 job.created_at)
                     continue
-                tried = attempts.get(job.job_id, held.attempts + 1)
+                tried = attempts[job.job_id]
                 if tried >= limit:
                     failures[job.job_id] = (TierStatus.DEAD, f"{error} (attempt {tried} of {limit}; parked in the "
                                                              "dead-letter queue)", job.created_at)
