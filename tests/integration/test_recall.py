@@ -172,3 +172,19 @@ def test_when_embeddings_fail_the_context_says_so_and_text_search_answers(client
         found = recall.search(clients, project.project_id, "ana", "sister Rosa")
     assert [m.id for m in context.memories] == [fact] and context.degraded == ["embeddings"]
     assert [m.id for m in found] == [fact]
+
+
+def test_the_vector_half_scans_tiers_apart_and_merges_them_as_one_scan_would_rank(clients, project):
+    p = project.project_id
+    texts = [("Ana adopted a grey cat named Miso", Tier.SEMANTIC), ("Ana took Miso the cat to the vet", Tier.EPISODIC),
+             ("Ana's sister Rosa lives in Lisbon", Tier.SEMANTIC), ("Ana planned a trip to Lisbon", Tier.EPISODIC),
+             ("Ana prefers cats to dogs", Tier.PROCEDURAL), ("Ana is learning the cello", Tier.SEMANTIC)]
+    for text, tier in texts:
+        remember(clients, p, "ana", text, tier)
+    query = clients.llm.embed(["grey cat Miso at the vet"]).vectors[0]
+
+    merged = recall.nearest(clients.db, p, "ana", query, k=4, tiers=list(Tier))
+    one_scan = store.nearest(clients.db, p, "ana", query, k=4, tiers=list(Tier))
+
+    assert [h.id for h in merged] == [h.id for h in one_scan]
+    assert [h.distance for h in merged] == sorted(h.distance for h in merged)

@@ -31,6 +31,7 @@ CANDIDATES = 50  # taken from each half of a hybrid search before fusion
 POOL_WORKERS = 8
 
 _pool: ThreadPoolExecutor | None = None
+_scan_pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
@@ -41,6 +42,16 @@ def pool() -> ThreadPoolExecutor:
             if _pool is None:
                 _pool = ThreadPoolExecutor(max_workers=POOL_WORKERS, thread_name_prefix="recall")
     return _pool
+
+
+def scan_pool() -> ThreadPoolExecutor:
+    """The per-tier vector scans, apart from `pool()`: they are started from a task of it."""
+    global _scan_pool
+    if _scan_pool is None:
+        with _pool_lock:
+            if _scan_pool is None:
+                _scan_pool = ThreadPoolExecutor(max_workers=len(Tier) * 2, thread_name_prefix="recall-scan")
+    return _scan_pool
 
 
 class RecallContext(BaseModel):
@@ -80,7 +91,7 @@ def rank(
     searches by vector only, no embedding by full text only; each list's votes count `*_weight`."""
     scope: dict[str, Any] = {"tiers": tiers, "filters": filters, "as_of": as_of}
     text = memories.matching(db, project_id, user_id, query, k=candidates, **scope)
-    vector = [] if embedding is None else memories.nearest(db, project_id, user_id, embedding, k=candidates, **scope)
+    vector = [] if embedding is None else nearest(db, project_id, user_id, embedding, k=candidates, **scope)
     return materialise(db, project_id, user_id, fuse(vector, text, weights=(vector_weight, text_weight)), limit)
 
 
@@ -96,7 +107,21 @@ def vector_hits(
     embedding = embed_query(clients, query)
     if embedding is None:
         return [], False
-    return memories.nearest(clients.db, project_id, user_id, embedding, k=CANDIDATES, **scope), True
+    return nearest(clients.db, project_id, user_id, embedding, k=CANDIDATES, **scope), True
+
+
+def nearest(db, project_id: str, user_id: str, embedding: list[float], *, k: int,
+            tiers: Sequence[Tier] | None = None, **scope: Any) -> list[memories.Ranked]:
+    """The vector half, best first. It is the one lookup a reply waits for after the query's embedding, and its
+    cost grows with the user's rows: each tier is scanned at once on its own connection, and the scans are
+    merged by distance."""
+    tiers = list(tiers or Tier)
+    if len(tiers) == 1:
+        return memories.nearest(db, project_id, user_id, embedding, k=k, tiers=tiers, **scope)
+    scans = [scan_pool().submit(memories.nearest, db, project_id, user_id, embedding, k=k, tiers=[tier], **scope)
+             for tier in tiers]
+    hits = [hit for scan in scans for hit in scan.result()]
+    return sorted(hits, key=lambda h: (h.distance, -h.recorded_at.timestamp(), h.id))[:k]
 
 
 def fuse(

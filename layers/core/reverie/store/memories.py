@@ -212,10 +212,12 @@ def current_by_tier(db: Database, project_id: str, user_id: str, tier: Tier, lim
 
 @dataclass(frozen=True)
 class Ranked:
-    """One hit of a ranked lookup: what fusion needs (the id, and the recorded_at its tie-break prefers)."""
+    """One hit of a ranked lookup: what fusion needs (the id, and the recorded_at its tie-break prefers), and
+    for a vector hit its distance (to merge scans of several tiers)."""
 
     id: str
     recorded_at: datetime
+    distance: float | None = None
 
 
 def nearest(
@@ -234,7 +236,7 @@ def nearest(
             f" WHERE {where} AND embedding_half IS NOT NULL ORDER BY d LIMIT %(k)s",
             params,
         )
-        return [Ranked(row[0], row[1]) for row in cur.fetchall()]
+        return [Ranked(row[0], row[1], row[2]) for row in cur.fetchall()]
 
 
 def matching(
