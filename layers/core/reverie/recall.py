@@ -30,28 +30,24 @@ CANDIDATES = 50  # taken from each half of a hybrid search before fusion
 # Lookups of one context run at once; the pool is per process, sized for a few requests in flight.
 POOL_WORKERS = 8
 
-_pool: ThreadPoolExecutor | None = None
-_scan_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
+_pools: dict[str, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _executor(name: str, workers: int) -> ThreadPoolExecutor:
+    with _pools_lock:
+        if name not in _pools:
+            _pools[name] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+        return _pools[name]
 
 
 def pool() -> ThreadPoolExecutor:
-    global _pool
-    if _pool is None:
-        with _pool_lock:
-            if _pool is None:
-                _pool = ThreadPoolExecutor(max_workers=POOL_WORKERS, thread_name_prefix="recall")
-    return _pool
+    return _executor("recall", POOL_WORKERS)
 
 
 def scan_pool() -> ThreadPoolExecutor:
     """The per-tier vector scans, apart from `pool()`: they are started from a task of it."""
-    global _scan_pool
-    if _scan_pool is None:
-        with _pool_lock:
-            if _scan_pool is None:
-                _scan_pool = ThreadPoolExecutor(max_workers=len(Tier) * 2, thread_name_prefix="recall-scan")
-    return _scan_pool
+    return _executor("recall-scan", len(Tier) * 2)
 
 
 class RecallContext(BaseModel):

@@ -32,7 +32,8 @@ class Database:
         self._slots = threading.BoundedSemaphore(max_connections)
 
     @contextmanager
-    def transaction(self) -> Iterator[PgConnection]:
+    def _connection(self) -> Iterator[PgConnection]:
+        """A pooled connection (waiting for a free one); a closed one is dropped from the pool on return."""
         self._slots.acquire()
         conn = None
         try:
@@ -40,6 +41,15 @@ class Database:
                 conn = self._pool.getconn()
             except psycopg2.OperationalError as exc:
                 raise ServiceUnavailable("the database is unreachable") from exc
+            yield conn
+        finally:
+            if conn is not None:
+                self._pool.putconn(conn, close=bool(conn.closed))
+            self._slots.release()
+
+    @contextmanager
+    def transaction(self) -> Iterator[PgConnection]:
+        with self._connection() as conn:
             try:
                 yield conn
                 conn.commit()
@@ -47,10 +57,6 @@ class Database:
                 if not conn.closed:
                     conn.rollback()
                 raise
-        finally:
-            if conn is not None:
-                self._pool.putconn(conn, close=bool(conn.closed))
-            self._slots.release()
 
     @contextmanager
     def cursor(self) -> Iterator[psycopg2.extras.RealDictCursor]:
@@ -63,13 +69,7 @@ class Database:
         """A cursor (dict rows unless told otherwise) for ONE read statement, in autocommit: one round trip
         instead of BEGIN, query, COMMIT. Not for writes, nor for reads that must see one snapshot across
         statements (use `cursor()`)."""
-        self._slots.acquire()
-        conn = None
-        try:
-            try:
-                conn = self._pool.getconn()
-            except psycopg2.OperationalError as exc:
-                raise ServiceUnavailable("the database is unreachable") from exc
+        with self._connection() as conn:
             # psycopg2 sends nothing for this switch: it only stops issuing BEGIN before the statement.
             conn.autocommit = True
             try:
@@ -83,10 +83,6 @@ class Database:
                         conn.autocommit = False
                 except psycopg2.Error:
                     conn.close()
-        finally:
-            if conn is not None:
-                self._pool.putconn(conn, close=bool(conn.closed))
-            self._slots.release()
 
     def ping(self) -> None:
         with self.transaction() as conn, conn.cursor() as cur:
