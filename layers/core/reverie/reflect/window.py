@@ -72,8 +72,8 @@ def is_due(state: held_jobs.WindowState, settings) -> bool:
     return state.jobs >= settings.reflect_window_jobs or state.age_s >= settings.reflect_window_s
 
 
-def take(clients, tier: Tier, jobs: Sequence[ReflectionJob], receive_counts: dict[str, int]) -> bool:
-    """Hold a user's delivered jobs (in order) and learn the window when it is due. True if it was learned."""
+def take(clients, tier: Tier, jobs: Sequence[ReflectionJob], receive_counts: dict[str, int]) -> None:
+    """Hold a user's delivered jobs (in order) and learn the window when it is due."""
     tier = Tier(tier)
     project_id, user_id = jobs[0].project_id, jobs[0].user_id
     with clients.db.transaction() as conn, conn.cursor() as cur:
@@ -81,70 +81,62 @@ def take(clients, tier: Tier, jobs: Sequence[ReflectionJob], receive_counts: dic
         state = held_jobs.state(cur, project_id, user_id, tier)
     if not is_due(state, clients.settings):
         logger.debug("jobs held", extra={"tier": tier.value, "user_hash": user_hash(user_id), "held": state.jobs})
-        return False
+        return
     close(clients, tier, project_id, user_id, receive_counts=receive_counts)
-    return True
 
 
 def close(clients, tier: Tier, project_id: str, user_id: str, *, receive_counts: dict[str, int] | None = None
-          ) -> int:
-    """Learn every job the user's window holds, oldest first; returns how many. On failure the outcome of
-    each job is recorded (see the module docstring) and the error is raised."""
-    learned = 0
+          ) -> None:
+    """Learn every job the user's window holds, oldest first. On failure the outcome of each job is recorded
+    (see the module docstring) and the error is raised."""
     while True:
         with clients.db.transaction() as conn, conn.cursor() as cur:
             window = held_jobs.window(cur, project_id, user_id, tier, MAX_JOBS_PER_ROUND)
         if not window:
-            return learned
+            return
         try:
-            learn(clients, tier, [h.job for h in window])
+            learn(clients, tier, window)
         except Exception as exc:
             record_failure(clients, tier, window, receive_counts or {}, exc)
             raise
-        learned += len(window)
         if len(window) < MAX_JOBS_PER_ROUND:
-            return learned
+            return
 
 
-def record_failure(clients, tier: Tier, window: Sequence[held_jobs.HeldJob], receive_counts: dict[str, int],
+def record_failure(clients, tier: Tier, window: Sequence[ReflectionJob], receive_counts: dict[str, int],
                    exc: Exception) -> None:
     """Each job's outcome after a failed window, in a transaction of its own (the reflection's was rolled
     back). Delivered jobs: failed, or dead on their last receive (their message goes to the DLQ, so they leave
     the window). Jobs held earlier: failed, or parked in the DLQ and dead after the last attempt."""
     limit = clients.settings.reflect_max_receive_count
     error = f"{type(exc).__name__}: {exc}"[:1000]
-    project_id, user_id = window[0].job.project_id, window[0].job.user_id
+    project_id, user_id = window[0].project_id, window[0].user_id
     failures: dict[str, tuple[TierStatus, str, object]] = {}
     leaving: list[ReflectionJob] = []
     to_park: list[ReflectionJob] = []
     try:
         with clients.db.transaction() as conn, conn.cursor() as cur:
-            attempts = held_jobs.count_failure(cur, project_id, tier, [h.job.job_id for h in window], error)
-            for held in window:
-                job = held.job
+            attempts = held_jobs.count_failure(cur, project_id, tier, [j.job_id for j in window], error)
+            for job in window:
                 if job.job_id not in attempts:
                     continue  # no longer held: applied meanwhile by another delivery (which raced this one)
-                if job.job_id in receive_counts:
-                    count = receive_counts[job.job_id]
-                    if count >= limit:
-                        failures[job.job_id] = (TierStatus.DEAD, f"{error} (receive {count} of {limit}; moved to the "
-                                                                 "dead-letter queue)", job.created_at)
-                        leaving.append(job)
-                    else:
-                        failures[job.job_id] = (TierStatus.FAILED, f"{error} (receive {count} of {limit})",
-                                                job.created_at)
+                # A delivered job's retries are its receives (SQS moves it); a job held earlier counts attempts.
+                delivered = job.job_id in receive_counts
+                tried, unit = (receive_counts[job.job_id], "receive") if delivered else (attempts[job.job_id],
+                                                                                          "attempt")
+                if tried < limit:
+                    retry = "" if delivered else "; held, and retried when the window next closes"
+                    failures[job.job_id] = (TierStatus.FAILED, f"{error} ({unit} {tried} of {limit}{retry})",
+                                            job.created_at)
                     continue
-                tried = attempts[job.job_id]
-                if tried >= limit:
-                    failures[job.job_id] = (TierStatus.DEAD, f"{error} (attempt {tried} of {limit}; parked in the "
-                                                             "dead-letter queue)", job.created_at)
-                    to_park.append(job)
-                else:
-                    failures[job.job_id] = (TierStatus.FAILED, f"{error} (attempt {tried} of {limit}; held, and "
-                                                               "retried when the window next closes)", job.created_at)
+                (leaving if delivered else to_park).append(job)
+                where = "moved to" if delivered else "parked in"
+                failures[job.job_id] = (TierStatus.DEAD, f"{error} ({unit} {tried} of {limit}; {where} the "
+                                                         "dead-letter queue)", job.created_at)
             # Parked first: a failed send leaves the job held (and retried), never lost.
             for job in to_park:
-                dlq.park(clients, tier, encode(job), group_id=job.group_id, dedup_key=f"held:{tier.value}:{job.job_id}")
+                dlq.park(clients, tier.value, encode(job), group_id=job.group_id,
+                         dedup_key=f"held:{tier.value}:{job.job_id}")
             held_jobs.release(cur, project_id, tier, [j.job_id for j in leaving + to_park])
             outcomes_table.write_failures(cur, project_id, user_id, tier, failures)
     except Exception:

@@ -25,13 +25,6 @@ class WindowState:
     age_s: float  # how long the oldest has waited, by the database's clock (0 when empty)
 
 
-@dataclass(frozen=True)
-class HeldJob:
-    job: ReflectionJob
-    attempts: int
-    held_at: datetime
-
-
 def hold(cur, tier: Tier, jobs: Sequence[ReflectionJob]) -> list[str]:
     """Hold the jobs (all of one project and user, in order), skipping those already held or applied in this
     tier. Returns the ids newly held."""
@@ -60,14 +53,13 @@ def state(cur, project_id: str, user_id: str, tier: Tier) -> WindowState:
     return WindowState(jobs=int(count), age_s=float(age_s))
 
 
-def window(cur, project_id: str, user_id: str, tier: Tier, limit: int) -> list[HeldJob]:
+def window(cur, project_id: str, user_id: str, tier: Tier, limit: int) -> list[ReflectionJob]:
     """The user's held jobs in arrival order, at most `limit` (the oldest first)."""
     cur.execute(
-        "SELECT job, attempts, held_at FROM held_jobs WHERE project_id = %s AND user_id = %s AND tier = %s"
-        " ORDER BY seq LIMIT %s",
+        "SELECT job FROM held_jobs WHERE project_id = %s AND user_id = %s AND tier = %s ORDER BY seq LIMIT %s",
         (project_id, user_id, Tier(tier).value, limit),
     )
-    return [HeldJob(parse_job(body), attempts, held_at) for body, attempts, held_at in cur.fetchall()]
+    return [parse_job(body) for (body,) in cur.fetchall()]
 
 
 def release(cur, project_id: str, tier: Tier, job_ids: Sequence[str]) -> int:
