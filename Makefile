@@ -6,15 +6,16 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 DEV_ARGS ?=
 
-.PHONY: setup dev dev-reset test test-unit lint bench bench-chat bench-reflect bench-recall bench-vector deploy clean
+.PHONY: setup dev dev-reset test test-unit lint layer bench bench-chat bench-reflect bench-recall bench-vector deploy clean
 
 setup: $(STAMP)
 
 # Reinstalls only when a requirements file changes, so a second `make setup` takes no time.
-$(STAMP): pyproject.toml layers/core/requirements.txt requirements-dev.txt
+# Three packages: the deployed library (the layer), the Python client, and the development tools.
+$(STAMP): pyproject.toml layers/core/requirements.txt client/pyproject.toml dev/pyproject.toml requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e . -e ./client -e ./dev -r requirements-dev.txt
 	touch $(STAMP)
 
 # Options pass through, e.g. make dev DEV_ARGS="--port 3001 --schedule-rate 60"
@@ -33,6 +34,10 @@ test-unit: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/cfn-lint template.yaml
+
+# The core layer as Lambda runs it (Python 3.12, arm64), checked, with its size in bench/results/layer.json.
+layer: setup
+	$(BIN)/python -m reverie_dev.layer
 
 bench: bench-chat bench-reflect
 

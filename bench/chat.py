@@ -11,7 +11,7 @@ the chat function's handler in process, with an API Gateway event as the authori
 - async_ms: Reverie's end-to-end handler latency;
 - post_response_ms: from the handler's return until the work it deferred past the response (the publish of
   the reflection job) has finished: the time Lambda keeps the environment after answering;
-- sync_ms: the same turns through the seed 003 "before" architecture, built here: recall, then per turn
+- sync_ms: the same turns through the synchronous architecture, built here: recall, then per turn
   three sequential extraction calls (episodic, semantic, procedural), an embedding call and the inserts,
   and only then the reply.
 Between turns (outside the timing) the tier queues are emptied, as the reflectors would keep them.
@@ -257,15 +257,15 @@ class TimedLLM:
 
 
 class PublishTimer:
-    """Times `reverie.jobs.publish` (the SNS round trip) and counts those made on the handler's thread, i.e.
+    """Times `reverie.jobs.delivery.send` (the SNS round trip) and counts those made on the handler's thread, i.e.
     before the response (none, unless Valkey cannot take the job)."""
 
     def __init__(self):
-        from reverie import jobs
+        from reverie.jobs import delivery
 
         self.spent_s = 0.0
         self.before_response = 0
-        inner = jobs.publish
+        inner = delivery.send
 
         def timed_publish(*args, **kwargs):
             started = time.perf_counter()
@@ -275,7 +275,7 @@ class PublishTimer:
                 self.spent_s += time.perf_counter() - started
                 self.before_response += threading.current_thread() is threading.main_thread()
 
-        jobs.publish = timed_publish
+        delivery.send = timed_publish
 
 
 # ---------------------------------------------------------------- the two architectures
@@ -303,8 +303,10 @@ def sync_turn(clients, project: str, user: str, session: str, message: str) -> s
     after the other, then embeddings and inserts), and only then generate the reply."""
     from pydantic import BaseModel
 
-    from reverie import recall, working_memory
-    from reverie.models import Tier, Turn
+    from reverie.cache import working_memory
+    from reverie.chat import prompt, recall
+    from reverie.domain.memory import Turn
+    from reverie.domain.tiers import Tier
     from reverie.store import memories as store
 
     class Extraction(BaseModel):
@@ -326,7 +328,7 @@ def sync_turn(clients, project: str, user: str, session: str, message: str) -> s
         for (tier, text), vector in zip(texts.items(), vectors, strict=True):
             store.insert(cur, project, user, store.NewMemory(tier=tier, text=text, embedding=vector,
                                                              embedding_model=clients.llm.embedding_model))
-    reply = clients.llm.chat(recall.messages(context, message)).text
+    reply = clients.llm.chat(prompt.messages(context, message)).text
     working_memory.append_turns(clients.valkey, project, user, session, [Turn(role="assistant", content=reply)],
                                 settings.working_memory_max_turns, settings.working_memory_ttl_s)
     return reply
@@ -334,7 +336,7 @@ def sync_turn(clients, project: str, user: str, session: str, message: str) -> s
 
 def empty_queues(clients) -> None:
     """Do what the reflectors would: take the jobs off the tier queues (moto's queues slow down as they grow)."""
-    from reverie.models import TIERS
+    from reverie.domain.tiers import TIERS
 
     for tier in TIERS:
         url = clients.settings.queue_url(tier)
@@ -388,12 +390,13 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     warnings.filterwarnings("ignore", message="No application metrics to publish")
-    from reverie import after_response, runtime
-    from reverie.local import engines as local_engines
-    from reverie.local.context import LambdaContext
-    from reverie.observability import logger
+    from reverie.platform import after_response
+    from reverie.platform import clients as runtime
+    from reverie.platform.observability import logger
     from reverie.store import Database, migrate
     from reverie.store.projects import create_project
+    from reverie_dev.local import engines as local_engines
+    from reverie_dev.local.context import LambdaContext
 
     # Logs are formatted as in production, but not printed over the benchmark's own output.
     logger.registered_handler.setStream(open(os.devnull, "w"))  # noqa: SIM115
@@ -420,10 +423,10 @@ def main(argv: list[str] | None = None) -> int:
                         timed.embedding_model)
         print(f"  {build}", file=sys.stderr)
 
-        sys.path.insert(0, str(ROOT / "tests"))
-        from function_loader import load_function
+        from reverie_dev.local.functions import load_handler
+        from reverie_dev.local.template import Template
 
-        handler = load_function("ChatFunction")
+        handler = load_handler(Template().functions()["ChatFunction"])
         conversation = chat_messages(turns_n, users, args.seed)
         sessions = {u: f"s-{u}" for u in users}
 

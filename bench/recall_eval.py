@@ -56,12 +56,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
-    from reverie import recall, runtime
-    from reverie.local import engines as local_engines
-    from reverie.models import Tier
+    from reverie.chat import recall
+    from reverie.domain.tiers import Tier
+    from reverie.platform import clients as runtime
     from reverie.store import Database, migrate
     from reverie.store import memories as store
     from reverie.store.projects import create_project
+    from reverie_dev.local import engines as local_engines
 
     started = local_engines.start()
     os.environ.update(started.environment())

@@ -183,8 +183,11 @@ def scenario(stack, clients, llm, plan, per_user, personas, *, backlog: bool, ti
     everything is published (a burst that queued up), so SQS hands out batches of whole sessions."""
     from contextlib import ExitStack
 
-    from reverie import jobs
-    from reverie.models import TIERS, Turn
+    from reverie.cache import job_markers
+    from reverie.domain.memory import Turn
+    from reverie.domain.tiers import TIERS
+    from reverie.jobs import delivery
+    from reverie.jobs.message import make_job
     from reverie.store import held_jobs
     from reverie.store.projects import create_project
 
@@ -208,9 +211,9 @@ def scenario(stack, clients, llm, plan, per_user, personas, *, backlog: bool, ti
             at = base + timedelta(seconds=10 * i)
             turns = [Turn(role="user", content=message, created_at=at),
                      Turn(role="assistant", content="Noted.", created_at=at + timedelta(seconds=1))]
-            job = jobs.make_job(project_id=project, user_id=user, session_id=session, turns=turns)
-            jobs.remember(clients.valkey, job)
-            jobs.publish(clients.sns, topic, job)
+            job = make_job(project_id=project, user_id=user, session_id=session, turns=turns)
+            job_markers.remember(clients.valkey, job)
+            delivery.send(clients.sns, topic, job)
             published[job.job_id] = time.time()
             made.append(job)
         publish_s = time.time() - started
@@ -223,9 +226,7 @@ def scenario(stack, clients, llm, plan, per_user, personas, *, backlog: bool, ti
         # the every-minute schedule would.
         if queues_empty(sqs, queue_urls):
             with clients.db.transaction() as conn, conn.cursor() as cur:
-                cur.execute("SELECT now()")
-                now = cur.fetchone()[0]
-                due = held_jobs.due_windows(cur, now - timedelta(seconds=clients.settings.reflect_window_s))
+                due = held_jobs.due_windows(cur, clients.settings.reflect_window_s)
             if due:
                 stack.run_schedule("windows")
         return False
@@ -334,9 +335,9 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore")
     logging.getLogger("reverie.local").setLevel(logging.ERROR)
-    from reverie import runtime
-    from reverie.local.runner import LocalStack
-    from reverie.observability import logger
+    from reverie.platform import clients as runtime
+    from reverie.platform.observability import logger
+    from reverie_dev.local.runner import LocalStack
 
     logger.registered_handler.setStream(open(os.devnull, "w"))  # noqa: SIM115
 

@@ -1,4 +1,4 @@
-"""Per-user vector search at scale over 100,000 memories of 20 users: `memories.nearest` (50 ids, best first) on
+"""Per-user vector search at scale over 100,000 memories of 20 users: `memory_search.nearest` (50 ids, best first) on
 the half-precision covering index of migration 0004; the same scan over full-precision vectors with the covering
 index of migration 0003, for comparison; `nearest` without a covering index (the scope index and heap reads);
 and `recall.rank` vector-only (nearest, then the 10 best rows fetched).
@@ -53,13 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
     import psycopg2
 
-    from reverie import recall
-    from reverie.local import engines as local_engines
-    from reverie.models import Tier
-    from reverie.store import Database, migrate
-    from reverie.store import memories as store
+    from reverie.chat import recall
+    from reverie.domain.tiers import Tier
+    from reverie.store import Database, memory_search, migrate
     from reverie.store.db import vector_literal
     from reverie.store.projects import create_project
+    from reverie_dev.local import engines as local_engines
 
     started = local_engines.start()
     try:
@@ -86,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         scope = {"tiers": [Tier.EPISODIC, Tier.SEMANTIC]}
 
         def nearest(i: int) -> None:
-            store.nearest(db, "bench", f"u{i % args.users}", queries[i % 16], k=50, **scope)
+            memory_search.nearest(db, "bench", f"u{i % args.users}", queries[i % 16], k=50, **scope)
 
         def ranked(i: int) -> None:
             recall.rank(db, "bench", f"u{i % args.users}", query="", embedding=queries[i % 16], limit=10, **scope)
@@ -116,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         started.stop()
 
     result = {
-        "benchmark": "per-user vector search (memories.nearest, recall.rank vector-only)",
+        "benchmark": "per-user vector search (memory_search.nearest, recall.rank vector-only)",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
         "memories": args.memories, "users": args.users, "queries": args.queries, "dimensions": DIMENSIONS,

@@ -12,15 +12,15 @@ os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "reverie")
 
 import pytest
 
-from reverie.local.context import LambdaContext
+from reverie_dev.local.context import LambdaContext
 
 
 @pytest.fixture(scope="session")
 def engines():
     """Valkey, Postgres with pgvector and moto, with the template's topic and queues, migrated."""
-    from reverie import runtime
-    from reverie.local import engines as local_engines
+    from reverie.platform import clients as runtime
     from reverie.store import Database, migrate
+    from reverie_dev.local import engines as local_engines
 
     started = local_engines.start()
     saved = dict(os.environ)
@@ -38,7 +38,7 @@ def engines():
 
 @pytest.fixture(scope="session")
 def clients(engines):
-    from reverie import runtime
+    from reverie.platform import clients as runtime
 
     return runtime.clients()
 
@@ -46,7 +46,7 @@ def clients(engines):
 @pytest.fixture
 def project(clients):
     """A fresh project and API key, so tests never see each other's data."""
-    from reverie.auth import issue_key
+    from reverie.api.auth import issue_key
     from reverie.store.projects import create_project
 
     project_id = "p-" + secrets.token_hex(4)

@@ -1,12 +1,12 @@
 """POST /v1/chat: the fast path. Answers from tier 1 and recalled memory; its reflection job is published after
-the response (reverie.after_response)."""
+the response (reverie.platform.after_response)."""
 
-from reverie import after_response
-from reverie.chat import chat_turn
-from reverie.http import make_resolver, oversized_body, project_id
-from reverie.models import ChatRequest, ChatResponse
-from reverie.observability import logger, metrics, tracer
-from reverie.runtime import clients
+from reverie.api.resolver import make_resolver, oversized_body, project_id
+from reverie.chat.schemas import ChatRequest, ChatResponse
+from reverie.chat.turn import chat_turn
+from reverie.platform import after_response
+from reverie.platform.clients import clients
+from reverie.platform.observability import logger, metrics, tracer
 
 app = make_resolver()
 

@@ -1,8 +1,8 @@
 """Every 5 minutes: check engines, queues, DLQs and stalls; drain the outbox; emit metrics."""
 
-from reverie.health import probe
-from reverie.observability import logger, metrics
-from reverie.runtime import clients
+from reverie.ops.health import probe
+from reverie.platform.clients import clients
+from reverie.platform.observability import logger, metrics
 
 
 @logger.inject_lambda_context(clear_state=True)

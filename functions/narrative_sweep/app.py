@@ -1,8 +1,8 @@
 """Weekly schedule: queue regeneration of stale or missing narratives."""
 
-from reverie.narrative import sweep
-from reverie.observability import logger, metrics
-from reverie.runtime import clients
+from reverie.platform.clients import clients
+from reverie.platform.observability import logger, metrics
+from reverie.reflect.narrative import sweep
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -1,9 +1,9 @@
 """The episodic reflector: consumes its SQS FIFO queue and writes tier memories (partial batch responses)."""
 
-from reverie.models import Tier
-from reverie.observability import logger, metrics, tracer
-from reverie.reflect import handle_batch
-from reverie.runtime import clients
+from reverie.domain.tiers import Tier
+from reverie.platform.clients import clients
+from reverie.platform.observability import logger, metrics, tracer
+from reverie.reflect.consumer import handle_batch
 
 
 @logger.inject_lambda_context(clear_state=True)

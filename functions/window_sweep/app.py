@@ -2,9 +2,9 @@
 
 from dataclasses import asdict
 
-from reverie.observability import logger, metrics
+from reverie.platform.clients import clients
+from reverie.platform.observability import logger, metrics
 from reverie.reflect.window import sweep
-from reverie.runtime import clients
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from reverie.local.runner import LocalStack
-from reverie.local.template import Template
+from reverie_dev.local.runner import LocalStack
+from reverie_dev.local.template import Template
 
 
 @pytest.fixture(scope="package")

@@ -49,7 +49,7 @@ def test_unknown_key_is_401_from_the_authorizer(stack, authorizer_calls):
 
 def test_authorizer_answer_is_cached_per_key(stack, authorizer_calls):
     # A key of its own, so no earlier test has warmed the cache for it.
-    from reverie.auth import issue_key
+    from reverie.api.auth import issue_key
 
     key = issue_key(stack.clients.db, stack.project_id, name="cache test").key
     for _ in range(3):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from reverie.auth import hash_key
-from reverie.local.runner import KEY_FILE
+from reverie.api.auth import hash_key
 from reverie.store.projects import project_for_key_hash
+from reverie_dev.local.runner import KEY_FILE
 
 pytestmark = pytest.mark.e2e
 

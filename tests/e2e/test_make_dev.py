@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from reverie.local.template import PROJECT_ROOT
+from reverie_dev.local.template import PROJECT_ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +26,7 @@ class DevProcess:
     def __init__(self, data_dir, env):
         # Its own session, so the SIGINT below reaches it and its children as a terminal's Ctrl-C does.
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "reverie.cli", "dev", "--port", "0", "--data-dir", str(data_dir)],
+            [sys.executable, "-m", "reverie_dev.cli", "dev", "--port", "0", "--data-dir", str(data_dir)],
             cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True,
         )
@@ -97,7 +97,7 @@ def test_make_dev_serves_status_then_stops_on_ctrl_c_keeping_its_data(tmp_path, 
         assert (data_dir / "dev-key").read_text().strip() == key
 
         # `reverie schedule run` from another shell runs against this stack's engines
-        fired = subprocess.run([sys.executable, "-m", "reverie.cli", "schedule", "run", "health",
+        fired = subprocess.run([sys.executable, "-m", "reverie_dev.cli", "schedule", "run", "health",
                                 "--data-dir", str(data_dir)], cwd=PROJECT_ROOT, env=dev_env,
                                capture_output=True, text=True, timeout=60)
         assert fired.returncode == 0, fired.stderr

@@ -15,8 +15,8 @@ import pytest
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from reverie.client import ReverieAPIError, ReverieClient
-from tests.e2e.conftest import wait_for
+from reverie_client import ReverieAPIError, ReverieClient
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -152,7 +152,7 @@ def test_a_job_still_in_flight_when_the_user_is_forgotten_brings_nothing_back(st
 
 
 def test_one_projects_key_cannot_see_or_forget_anothers_users(stack, rv):
-    from reverie.auth import issue_key
+    from reverie.api.auth import issue_key
     from reverie.store.projects import create_project
 
     other_project = "e2e-other-" + secrets.token_hex(3)

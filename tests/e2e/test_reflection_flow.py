@@ -6,10 +6,10 @@ import uuid
 
 import pytest
 
-from reverie.jobs import make_job, publish
-from reverie.models import Turn
-
-from .conftest import wait_for
+from reverie.domain.memory import Turn
+from reverie.jobs import delivery
+from reverie.jobs.message import make_job
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -36,7 +36,7 @@ def test_published_job_is_processed_once_by_each_reflector(stack):
         Turn(role="user", content="I live in Porto and I always take the train."),
         Turn(role="assistant", content="Noted: Porto, and trains."),
     ])
-    publish(stack.clients.sns, stack.clients.settings.reflection_topic_arn, job)
+    delivery.send(stack.clients.sns, stack.clients.settings.reflection_topic_arn, job)
 
     assert wait_for(lambda: processed_tiers(stack, job.job_id) == TIERS)
     assert processed_rows(stack, job.job_id) == 3

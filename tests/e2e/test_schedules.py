@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from reverie import cli
+from reverie_dev import cli
 
 pytestmark = pytest.mark.e2e
 

@@ -17,8 +17,8 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-from reverie import openapi
-from tests.function_loader import functions
+from reverie.api import openapi
+from tests.support.functions import functions
 
 pytestmark = pytest.mark.e2e
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from reverie.authorizer import authorize
+from reverie.api.authorizer import authorize
 
 
 def _event(authorization=None):
@@ -29,8 +29,8 @@ def test_keys_are_stored_hashed(clients, project):
 
 
 def test_a_revoked_key_stops_working(clients, project):
-    from reverie.auth import KeyResolver
-    from reverie.errors import Unauthorized
+    from reverie.api.auth import KeyResolver
+    from reverie.domain.errors import Unauthorized
     from reverie.store.projects import revoke_api_key
 
     resolver = KeyResolver(clients.db, ttl_s=0)

@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import timedelta
 
 import pytest
-from chat_support import (
-    RecordingLLM,
-    deferred_work_held,
-    drain_all_tiers,
-    parked,
-    post_chat,
-    published,
-    swapped,
-    tier1,
-    valkey_keys_of,
-)
 
-from reverie import after_response, jobs, outbox
-from reverie.models import MAX_MESSAGE_BYTES, TIERS, Tier, utcnow
-from reverie.store import memories as store
+from reverie.cache import job_markers, keys
+from reverie.domain.fields import MAX_MESSAGE_BYTES
+from reverie.domain.tiers import TIERS, Tier
+from reverie.platform import after_response
+from tests.support.chat import deferred_work_held, drain_all_tiers, parked, post_chat, published, tier1, valkey_keys_of
+from tests.support.clients import swapped
+from tests.support.llm import SpyLLM
+from tests.support.memories import remember, write_narrative
 
 pytestmark = pytest.mark.integration
 
@@ -30,19 +23,6 @@ pytestmark = pytest.mark.integration
 def _leave_the_queues_clean(clients, project):
     yield
     drain_all_tiers(clients, project.project_id)
-
-
-def remember(clients, project_id: str, user_id: str, text: str, tier: Tier = Tier.SEMANTIC) -> str:
-    vector = clients.llm.embed([text]).vectors[0]
-    with clients.db.transaction() as conn, conn.cursor() as cur:
-        return store.insert(cur, project_id, user_id, store.NewMemory(
-            tier=tier, text=text, embedding=vector, embedding_model=clients.llm.embedding_model))
-
-
-def write_narrative(clients, project_id: str, user_id: str, text: str, *, age_days: int = 0) -> None:
-    with clients.db.transaction() as conn, conn.cursor() as cur:
-        cur.execute("INSERT INTO narratives (project_id, user_id, version, text, generated_at)"
-                    " VALUES (%s, %s, 1, %s, %s)", (project_id, user_id, text, utcnow() - timedelta(days=age_days)))
 
 
 def nothing_stored(clients, project_id: str) -> bool:
@@ -71,7 +51,7 @@ def test_a_turn_appends_the_pair_to_tier_1_and_publishes_one_job_with_both_turns
         assert job.job_id == answer["job_id"] and job.user_id == "ana" and job.session_id == "s1"
         assert [t.content for t in job.turns] == ["I moved to Berlin", answer["reply"]]
         assert job.metadata == {"app": "web"}
-    assert jobs.known(clients.valkey, project.project_id, answer["job_id"])["user_id"] == "ana"
+    assert job_markers.known(clients.valkey, project.project_id, answer["job_id"])["user_id"] == "ana"
 
 
 def test_the_reply_returns_before_the_publish_with_the_job_already_durable_in_the_outbox(clients, project):
@@ -81,14 +61,14 @@ def test_the_reply_returns_before_the_publish_with_the_job_already_durable_in_th
         assert status == 200 and answer["memory_saved"] is True
         assert [j.job_id for j in parked(clients, project.project_id, "ana")] == [answer["job_id"]]
         assert len(tier1(clients, project.project_id, "ana", "s1")) == 2
-        assert jobs.known(clients.valkey, project.project_id, answer["job_id"]) is not None
+        assert job_markers.known(clients.valkey, project.project_id, answer["job_id"]) is not None
         for tier in TIERS:
             assert published(clients, project.project_id, tier) == []
     assert after_response.drain(10)
     for tier in TIERS:
         assert [j.job_id for j in published(clients, project.project_id, tier)] == [answer["job_id"]]
     assert parked(clients, project.project_id, "ana") == []
-    assert not clients.valkey.exists(outbox.claims_key(project.project_id, "ana"))
+    assert not clients.valkey.exists(keys.outbox_claims(project.project_id, "ana"))
 
 
 def test_tier_1_keeps_the_newest_turns_of_the_session_only(clients, project):
@@ -104,7 +84,7 @@ def test_tier_1_keeps_the_newest_turns_of_the_session_only(clients, project):
 
 def test_the_model_sees_recent_turns_then_the_message(clients, project):
     post_chat(project.project_id, {"user_id": "ana", "session_id": "s1", "message": "I am planning a trip"})
-    recorder = RecordingLLM()
+    recorder = SpyLLM()
     with swapped(clients, llm=recorder):
         post_chat(project.project_id, {"user_id": "ana", "session_id": "s1", "message": "To Lisbon, in May"})
     (messages,) = recorder.replies
@@ -131,7 +111,7 @@ def test_the_reply_uses_recalled_memories_and_the_answer_lists_their_ids(clients
 def test_a_fresh_narrative_is_used_and_a_stale_one_is_not(clients, project):
     write_narrative(clients, project.project_id, "ana", "Ana is a teacher in Porto.")
     write_narrative(clients, project.project_id, "ben", "Ben is a chef.", age_days=30)
-    recorder = RecordingLLM()
+    recorder = SpyLLM()
     with swapped(clients, llm=recorder):
         _, ana = post_chat(project.project_id, {"user_id": "ana", "session_id": "s1", "message": "hi"})
         _, ben = post_chat(project.project_id, {"user_id": "ben", "session_id": "s1", "message": "hi"})
@@ -142,7 +122,7 @@ def test_a_fresh_narrative_is_used_and_a_stale_one_is_not(clients, project):
 
 
 def test_another_users_or_projects_memories_are_never_recalled(clients, project):
-    from reverie.auth import issue_key
+    from reverie.api.auth import issue_key
     from reverie.store.projects import create_project
 
     other_project = project.project_id + "-other"
@@ -221,7 +201,7 @@ def test_a_key_reused_with_another_body_is_refused(clients, project):
 
 def test_a_duplicate_while_the_first_is_in_flight_is_409(clients, project):
     gate = threading.Event()
-    recorder = RecordingLLM(gate=gate)
+    recorder = SpyLLM(gate=gate)
     body = {"user_id": "ana", "session_id": "s1", "message": "slow one"}
     results = {}
     with swapped(clients, llm=recorder):
@@ -241,7 +221,7 @@ def test_a_failed_turn_releases_its_key_so_a_retry_can_succeed(clients, project)
     from reverie.llm import LLMUnavailable
 
     body = {"user_id": "ana", "session_id": "s1", "message": "try me"}
-    with swapped(clients, llm=RecordingLLM(fail=LLMUnavailable("down"))):
+    with swapped(clients, llm=SpyLLM(fail={"reply": LLMUnavailable("down")})):
         status, _ = post_chat(project.project_id, body, key="k-fail")
     assert status == 503
     status, answer = post_chat(project.project_id, body, key="k-fail")

@@ -8,23 +8,29 @@ import threading
 import time
 
 import pytest
-from chat_support import (
-    RecordingLLM,
+
+from reverie.cache import keys
+from reverie.chat import recall
+from reverie.chat import turn as chat
+from reverie.jobs import delivery
+from reverie.llm import LLMTimeout, LLMUnavailable
+from reverie.platform import after_response
+from reverie.platform.metric_names import Metric
+from tests.support.chat import (
+    claim_age,
     deferred_work_held,
     drain_all_tiers,
     emitted_metrics,
     parked,
     post_chat,
     published,
-    swapped,
     tier1,
     valkey_keys_of,
 )
-from test_chat import remember
-
-from reverie import after_response, chat, jobs, outbox, recall
-from reverie.llm import LLMTimeout, LLMUnavailable
-from reverie.metric_names import Metric
+from tests.support.clients import swapped
+from tests.support.llm import SpyLLM
+from tests.support.memories import remember, write_narrative
+from tests.support.reflect import job as a_job
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +50,7 @@ def turn(project_id: str, message: str, *, user: str = "ana", session: str = "s1
 
 
 def test_a_failed_reply_is_503_and_nothing_is_stored(clients, project, capsys):
-    with swapped(clients, llm=RecordingLLM(fail=LLMTimeout("took too long"))):
+    with swapped(clients, llm=SpyLLM(fail={"reply": LLMTimeout("took too long")})):
         status, answer = turn(project.project_id, "hello")
     assert status == 503 and answer["error"]["code"] == "unavailable"
     assert valkey_keys_of(clients, project.project_id) == [] and published(clients, project.project_id) == []
@@ -67,7 +73,7 @@ def test_with_valkey_down_the_reply_comes_without_recent_turns_and_the_job_goes_
 ):
     turn(project.project_id, "I am planning a trip")
     published(clients, project.project_id)
-    recorder = RecordingLLM()
+    recorder = SpyLLM()
     with swapped(clients, llm=recorder, valkey_down=True):
         status, answer = turn(project.project_id, "To Lisbon")
     assert status == 200 and answer["memory_saved"] is True
@@ -105,9 +111,9 @@ def test_a_publish_that_fails_after_the_reply_leaves_the_job_parked_and_a_later_
     assert [j.job_id for j in parked(clients, project.project_id, "ana")] == [answer["job_id"]]
     assert published(clients, project.project_id) == []
     assert emitted_metrics(capsys.readouterr().out).get(Metric.JOB_PARKED) == 1
-    assert outbox.drain_user(clients, project.project_id, "ana").published == 1
+    assert delivery.drain_user(clients, project.project_id, "ana").published == 1
     assert [j.job_id for j in published(clients, project.project_id)] == [answer["job_id"]]
-    assert outbox.drain_user(clients, project.project_id, "ana").published == 0
+    assert delivery.drain_user(clients, project.project_id, "ana").published == 0
     assert published(clients, project.project_id) == [] and parked(clients, project.project_id, "ana") == []
 
 
@@ -123,7 +129,7 @@ def test_valkey_failing_after_the_reply_leaves_the_job_parked_with_a_warning_for
     assert [j.job_id for j in parked(clients, project.project_id, "ana")] == [answer["job_id"]]
     assert published(clients, project.project_id) == []
     assert any(r.levelname == "WARNING" and "job left in the outbox" in r.getMessage() for r in caplog.records)
-    assert outbox.drain_user(clients, project.project_id, "ana").published == 1
+    assert delivery.drain_user(clients, project.project_id, "ana").published == 1
     assert [j.job_id for j in published(clients, project.project_id)] == [answer["job_id"]]
     assert parked(clients, project.project_id, "ana") == []
 
@@ -133,13 +139,11 @@ def test_a_job_parked_behind_one_another_drainer_is_publishing_goes_out_once_tha
 ):
     """Two Lambda environments serving one user: the other one is still publishing the user's earlier job when
     this turn's publish starts, and read the outbox before this turn's job was parked."""
-    from test_outbox import a_job, claim_age
-
-    earlier = a_job(project.project_id, text="earlier")
-    outbox.park(clients.valkey, earlier)
+    earlier = a_job(project.project_id, "ana", "earlier")
+    delivery.park(clients.valkey, earlier)
     claim_age(clients, earlier, 0)
     seen_busy = threading.Event()
-    real_drain = outbox.drain_user
+    real_drain = delivery.drain_user
 
     def watched_drain(*args, **kwargs):
         result = real_drain(*args, **kwargs)
@@ -149,11 +153,11 @@ def test_a_job_parked_behind_one_another_drainer_is_publishing_goes_out_once_tha
 
     def other_drainer_finishes():
         assert seen_busy.wait(10)
-        jobs.publish(clients.sns, clients.settings.reflection_topic_arn, earlier)
-        clients.valkey.hdel(outbox.claims_key(project.project_id, "ana"), earlier.job_id)
-        clients.valkey.hdel(outbox.jobs_key(project.project_id, "ana"), earlier.job_id)
+        delivery.send(clients.sns, clients.settings.reflection_topic_arn, earlier)
+        clients.valkey.hdel(keys.outbox_claims(project.project_id, "ana"), earlier.job_id)
+        clients.valkey.hdel(keys.outbox(project.project_id, "ana"), earlier.job_id)
 
-    monkeypatch.setattr(outbox, "drain_user", watched_drain)
+    monkeypatch.setattr(delivery, "drain_user", watched_drain)
     monkeypatch.setattr(chat, "BUSY_WAIT_S", 0.2)
     other = threading.Thread(target=other_drainer_finishes)
     other.start()
@@ -204,7 +208,7 @@ def test_an_unchecked_retry_with_valkey_down_publishes_the_same_job_id_which_the
 
 def test_when_the_query_cannot_be_embedded_full_text_search_still_recalls(clients, project, capsys):
     sister = remember(clients, project.project_id, "ana", "Ana's sister Rosa lives in Lisbon")
-    with swapped(clients, llm=RecordingLLM(embed_fail=LLMUnavailable("embeddings down"))):
+    with swapped(clients, llm=SpyLLM(fail={"embed": LLMUnavailable("embeddings down")})):
         status, answer = turn(project.project_id, "Where does Rosa live?")
     assert status == 200 and [m["id"] for m in answer["context"]["memories"]] == [sister]
     assert emitted_metrics(capsys.readouterr().out).get(Metric.QUERY_EMBEDDING_SKIPPED) == 1
@@ -212,8 +216,6 @@ def test_when_the_query_cannot_be_embedded_full_text_search_still_recalls(client
 
 
 def test_a_recall_lookup_slower_than_the_deadline_is_left_out(clients, project, monkeypatch):
-    from test_chat import write_narrative
-
     write_narrative(clients, project.project_id, "ana", "Ana is a teacher in Porto.")
     real = recall.fresh_narrative
 

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 import anyio
 import pytest
 
-from reverie.client import ReverieAPIError, ReverieClient, job_is_final, parse_retry_after
+from reverie_client import ReverieAPIError, ReverieClient, job_is_final, parse_retry_after
 
 API_KEY = "rk_test_5ecret"
 
@@ -258,7 +258,7 @@ def test_stdio_mcp_server_forwards_tool_calls_to_the_http_api(stub: Stub) -> Non
     stub.route = route
     layer = str(Path(__file__).resolve().parents[2] / "layers" / "core")
     script = (
-        "import sys; from reverie.mcp_server import run_stdio; run_stdio(sys.argv[1], sys.argv[2], 'alice')"
+        "import sys; from reverie_dev.mcp_stdio import run_stdio; run_stdio(sys.argv[1], sys.argv[2], 'alice')"
     )
     params = StdioServerParameters(
         command=sys.executable,

@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from reflect_support import CountingLLM, PrivateQueue, Swapped, job, memories_of, outcome
 
-from reverie import dlq
-from reverie.cli import parser
-from reverie.job_status import job_status
+from reverie.domain.tiers import Tier, TierStatus
+from reverie.jobs import dlq
+from reverie.jobs.status import job_status
 from reverie.llm import LLMTimeout
-from reverie.models import Tier, TierStatus
+from reverie_dev.cli import cmd_dlq, parser
+from tests.support.clients import Swapped
+from tests.support.llm import SpyLLM
+from tests.support.reflect import PrivateQueue, job, memories_of, outcome
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +37,7 @@ def test_an_llm_timeout_ends_dead_in_the_dlq_after_five_receives_with_the_last_e
         clients, project, queue, lambda_context):
     j = job(project.project_id, "u1", "I live in Porto.")
     queue.send(j)
-    broken = on(queue, clients, CountingLLM(fail={"extract_semantic": LLMTimeout("timed out after 20s")}))
+    broken = on(queue, clients, SpyLLM(fail={"extract_semantic": LLMTimeout("timed out after 20s")}))
 
     for receive in range(1, 5):
         assert queue.drain_once(None, Tier.SEMANTIC, broken, lambda_context)["failed"] == 1
@@ -61,7 +63,7 @@ def test_an_llm_timeout_ends_dead_in_the_dlq_after_five_receives_with_the_last_e
     result = dlq.redrive(broken, "semantic")
     assert (result.method, result.moved) == ("receive-send-delete", 1)
     assert queue.counts(queue.dlq_url) == 0
-    healthy = on(queue, clients, CountingLLM())
+    healthy = on(queue, clients, SpyLLM())
     queue.drain(Tier.SEMANTIC, healthy, lambda_context)
 
     assert outcome(clients.db, project.project_id, j.job_id, Tier.SEMANTIC)["status"] == "done"
@@ -77,7 +79,7 @@ def test_redrive_moves_every_message_once_and_in_order(clients, queue):
     for i in range(3):
         park(queue, json.dumps({"n": i}), "p:ana")
     park(queue, json.dumps({"n": 9}), "p:bob")
-    c = on(queue, clients, CountingLLM())
+    c = on(queue, clients, SpyLLM())
 
     first = dlq.redrive(c, "semantic", limit=2)
     assert first.moved == 2 and queue.counts(queue.dlq_url) == 2
@@ -98,7 +100,7 @@ def test_a_redrive_interrupted_between_send_and_delete_does_not_duplicate(client
     queue.sqs.send_message(QueueUrl=queue.url, MessageBody=message["Body"], MessageGroupId="p:ana",
                            MessageDeduplicationId=dlq.dedup_id(message))
 
-    dlq.redrive(on(queue, clients, CountingLLM()), "semantic")
+    dlq.redrive(on(queue, clients, SpyLLM()), "semantic")
 
     assert queue.counts(queue.dlq_url) == 0
     assert queue.counts() == 1
@@ -106,28 +108,28 @@ def test_a_redrive_interrupted_between_send_and_delete_does_not_duplicate(client
 
 def test_the_dlq_command_lists_shows_and_redrives(clients, queue, capsys):
     park(queue, json.dumps({"job_id": "j-7", "project_id": "p", "user_id": "ana"}), "p:ana")
-    c = on(queue, clients, CountingLLM())
+    c = on(queue, clients, SpyLLM())
 
-    assert dlq.main(parser().parse_args(["dlq", "list", "--tier", "semantic"]), c) == 0
+    assert cmd_dlq(parser().parse_args(["dlq", "list", "--tier", "semantic"]), c) == 0
     listing = capsys.readouterr().out
     assert listing.startswith("1 message(s) in the semantic dead-letter queue")
     assert "job=j-7" in listing and "user=ana" in listing and "group=p:ana" in listing
     message_id = listing.splitlines()[1].split()[0]
 
-    assert dlq.main(parser().parse_args(["dlq", "show", "--tier", "semantic", message_id]), c) == 0
+    assert cmd_dlq(parser().parse_args(["dlq", "show", "--tier", "semantic", message_id]), c) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["body"]["job_id"] == "j-7" and shown["group_id"] == "p:ana"
 
-    assert dlq.main(parser().parse_args(["dlq", "show", "--tier", "semantic", "nope"]), c) == 1
+    assert cmd_dlq(parser().parse_args(["dlq", "show", "--tier", "semantic", "nope"]), c) == 1
     capsys.readouterr()
-    assert dlq.main(parser().parse_args(["dlq", "redrive", "--tier", "semantic", "--limit", "5"]), c) == 0
+    assert cmd_dlq(parser().parse_args(["dlq", "redrive", "--tier", "semantic", "--limit", "5"]), c) == 0
     assert "moved 1 message(s)" in capsys.readouterr().out
     assert queue.counts(queue.dlq_url) == 0 and queue.counts() == 1
 
 
 def test_a_refused_poison_message_is_listed_with_its_reason(clients, project, queue, lambda_context):
     queue.send_raw("{not json", f"{project.project_id}:u1")
-    c = on(queue, clients, CountingLLM())
+    c = on(queue, clients, SpyLLM())
     queue.drain(Tier.SEMANTIC, c, lambda_context)
 
     (parked,) = dlq.list_messages(c, "semantic")

@@ -2,7 +2,7 @@
 
 import json
 
-from reverie.local.template import Template
+from reverie_dev.local.template import Template
 
 
 def test_queues_and_redrive_come_from_the_template(engines):
@@ -19,13 +19,14 @@ def test_queues_and_redrive_come_from_the_template(engines):
 
 
 def test_a_published_job_reaches_every_tier_queue_once(engines, clients, project):
-    from reverie.jobs import make_job, publish
-    from reverie.models import Turn
+    from reverie.domain.memory import Turn
+    from reverie.jobs import delivery
+    from reverie.jobs.message import make_job
 
     job = make_job(project_id=project.project_id, user_id="ana", session_id="s1",
                    turns=[Turn(role="user", content="hello")])
-    publish(clients.sns, clients.settings.reflection_topic_arn, job)
-    publish(clients.sns, clients.settings.reflection_topic_arn, job)  # a retried publish: deduplicated
+    delivery.send(clients.sns, clients.settings.reflection_topic_arn, job)
+    delivery.send(clients.sns, clients.settings.reflection_topic_arn, job)  # a retried publish: deduplicated
     sqs = engines.client("sqs")
     for tier in ("episodic", "semantic", "procedural"):
         url = clients.settings.queue_url(tier)

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import pytest
-from reflect_support import CountingLLM, Swapped, event, job
 
-from reverie import jobs
-from reverie.errors import NotFound
-from reverie.job_status import RETRY_AFTER_QUEUED_S, job_status, poll_hints
+from reverie.cache import job_markers
+from reverie.domain.errors import NotFound
+from reverie.domain.tiers import TIERS, Tier, TierStatus
+from reverie.jobs.status import RETRY_AFTER_QUEUED_S, job_status, poll_hints
 from reverie.llm import LLMTimeout
-from reverie.models import TIERS, Tier, TierStatus
-from reverie.reflect import handle_batch
+from reverie.reflect.consumer import handle_batch
+from tests.support.clients import Swapped
+from tests.support.llm import SpyLLM
+from tests.support.reflect import event, job
 
 pytestmark = pytest.mark.integration
 
 
 def test_a_published_job_is_queued_in_every_tier(clients, project):
     j = job(project.project_id, "u1", "I live in Porto.")
-    jobs.remember(clients.valkey, j)
+    job_markers.remember(clients.valkey, j)
 
     status = job_status(clients, project.project_id, j.job_id)
 
@@ -34,7 +36,7 @@ def test_an_unknown_job_is_not_found(clients, project):
 
 def test_a_job_of_another_project_is_not_found(clients, project, lambda_context):
     j = job(project.project_id, "u1", "I live in Porto.")
-    handle_batch(Tier.SEMANTIC, event(j), lambda_context, Swapped(clients, llm=CountingLLM()))
+    handle_batch(Tier.SEMANTIC, event(j), lambda_context, Swapped(clients, llm=SpyLLM()))
 
     with pytest.raises(NotFound):
         job_status(clients, "some-other-project", j.job_id)
@@ -42,8 +44,8 @@ def test_a_job_of_another_project_is_not_found(clients, project, lambda_context)
 
 def test_a_learned_job_is_done_with_counts_and_final(clients, project, lambda_context):
     j = job(project.project_id, "u1", "I live in Porto.", "What time is it?")
-    jobs.remember(clients.valkey, j)
-    reflecting = Swapped(clients, llm=CountingLLM())
+    job_markers.remember(clients.valkey, j)
+    reflecting = Swapped(clients, llm=SpyLLM())
     handle_batch(Tier.SEMANTIC, event(j), lambda_context, reflecting)
 
     partly = job_status(clients, project.project_id, j.job_id)
@@ -64,7 +66,7 @@ def test_a_learned_job_is_done_with_counts_and_final(clients, project, lambda_co
 
 def test_the_etag_is_stable_until_the_status_changes(clients, project):
     j = job(project.project_id, "u1", "I live in Porto.")
-    jobs.remember(clients.valkey, j)
+    job_markers.remember(clients.valkey, j)
     first = poll_hints(job_status(clients, project.project_id, j.job_id))
     second = poll_hints(job_status(clients, project.project_id, j.job_id))
 
@@ -77,8 +79,8 @@ def test_a_failed_tier_makes_the_job_failed_and_a_dead_one_dead(clients, project
     from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
     j = job(project.project_id, "u1", "I live in Porto.")
-    jobs.remember(clients.valkey, j)
-    broken = Swapped(clients, llm=CountingLLM(fail={"extract_semantic": LLMTimeout("timed out after 20s"),
+    job_markers.remember(clients.valkey, j)
+    broken = Swapped(clients, llm=SpyLLM(fail={"extract_semantic": LLMTimeout("timed out after 20s"),
                                                     "extract_procedural": LLMTimeout("timed out after 20s")}))
     with pytest.raises(BatchProcessingError):
         handle_batch(Tier.SEMANTIC, event(j, receive_count=2), lambda_context, broken)

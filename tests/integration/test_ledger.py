@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
-from reflect_support import CountingLLM, Swapped, event, job
 
-from reverie.ledger import job_usage, usage_totals
+from reverie.domain.tiers import TIERS, Tier
 from reverie.llm import LLMUnavailable
-from reverie.models import TIERS, Tier
-from reverie.reflect import handle_batch
+from reverie.ops.ledger import job_usage, usage_totals
+from reverie.reflect.consumer import handle_batch
+from tests.support.clients import Swapped
+from tests.support.llm import SpyLLM
+from tests.support.reflect import event, job
 
 pytestmark = pytest.mark.integration
 
 
 def test_every_call_of_a_user_batch_is_in_the_ledger_with_its_tier_and_jobs(clients, project, lambda_context):
-    llm = CountingLLM()
+    llm = SpyLLM()
     reflecting = Swapped(clients, llm=llm)
     jobs = [job(project.project_id, "ana", f"I have a cat named Tom{i}.") for i in range(3)]
     for tier in TIERS:
@@ -36,7 +38,7 @@ def test_every_call_of_a_user_batch_is_in_the_ledger_with_its_tier_and_jobs(clie
 
 
 def test_totals_are_per_project_and_per_user(clients, project, lambda_context):
-    reflecting = Swapped(clients, llm=CountingLLM())
+    reflecting = Swapped(clients, llm=SpyLLM())
     handle_batch(Tier.SEMANTIC, event(job(project.project_id, "ana", "I live in Porto.")), lambda_context, reflecting)
     handle_batch(Tier.SEMANTIC, event(job(project.project_id, "bob", "I live in Oslo.")), lambda_context, reflecting)
 
@@ -50,7 +52,7 @@ def test_totals_are_per_project_and_per_user(clients, project, lambda_context):
 
 def test_a_failed_reflection_still_records_the_calls_it_paid_for(clients, project, lambda_context):
     j = job(project.project_id, "ana", "I live in Porto.")
-    broken = Swapped(clients, llm=CountingLLM(fail={"embed": LLMUnavailable("503", status=503)}))
+    broken = Swapped(clients, llm=SpyLLM(fail={"embed": LLMUnavailable("503", status=503)}))
     with pytest.raises(BatchProcessingError):
         handle_batch(Tier.SEMANTIC, event(j), lambda_context, broken)
 
@@ -60,7 +62,7 @@ def test_a_failed_reflection_still_records_the_calls_it_paid_for(clients, projec
 
 
 def test_a_redelivered_job_adds_nothing_to_the_ledger(clients, project, lambda_context):
-    reflecting = Swapped(clients, llm=CountingLLM())
+    reflecting = Swapped(clients, llm=SpyLLM())
     j = job(project.project_id, "ana", "I live in Porto.")
     handle_batch(Tier.SEMANTIC, event(j), lambda_context, reflecting)
     before = usage_totals(clients.db, project.project_id)

@@ -17,9 +17,9 @@ from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
-from reverie import mcp_server
-from reverie.client import ReverieAPIError
-from reverie.mcp_server import HttpRequest, handle_mcp, user_id_from_request
+from reverie.api.mcp import transport as mcp_server
+from reverie.api.mcp.transport import HttpRequest, handle_mcp, user_id_from_request
+from reverie_client import ReverieAPIError
 
 SEVEN_TOOLS = {
     "add_memories",
@@ -40,67 +40,57 @@ class InMemoryTools:
         self.memories: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
 
-    def add_memories(self, user_id: str, text: str, infer: bool = True, metadata: dict | None = None) -> dict:
+    def add_memories(self, user_id: str, args: Any) -> dict:
         self.calls.append(("add_memories", user_id))
         memory_id = str(uuid.uuid4())
         self.memories[memory_id] = {
             "id": memory_id,
             "user_id": user_id,
             "tier": "semantic",
-            "text": text,
-            "metadata": metadata or {},
+            "text": args.text,
+            "metadata": args.metadata or {},
         }
-        return {"job_id": f"job-{memory_id}"} if infer else {"memories": [self.memories[memory_id]]}
+        return {"job_id": f"job-{memory_id}"} if args.infer else {"memories": [self.memories[memory_id]]}
 
-    def search_memory(
-        self, user_id: str, query: str, limit: int = 10, tiers: list[str] | None = None
-    ) -> dict:
+    def search_memory(self, user_id: str, args: Any) -> dict:
         self.calls.append(("search_memory", user_id))
-        if not query.strip():
+        if not args.query.strip():
             raise ReverieAPIError(400, "validation_error", "query must not be blank")
-        words = set(query.lower().split())
+        words = set(args.query.lower().split())
         results = [
             {**m, "score": 1.0}
             for m in self.memories.values()
             if m["user_id"] == user_id and words & set(m["text"].lower().split())
         ]
-        return {"results": results[:limit]}
+        return {"results": results[: args.limit]}
 
-    def list_memories(
-        self, user_id: str, tier: str | None = None, limit: int = 50, cursor: str | None = None
-    ) -> dict:
+    def list_memories(self, user_id: str, args: Any) -> dict:
         self.calls.append(("list_memories", user_id))
         mine = [m for m in self.memories.values() if m["user_id"] == user_id]
-        start = int(cursor or 0)
-        nxt = start + limit
+        start = int(args.cursor or 0)
+        nxt = start + args.limit
         return {"memories": mine[start:nxt], "next_cursor": str(nxt) if nxt < len(mine) else None}
 
-    def delete_memories(self, user_id: str, memory_ids: list[str]) -> dict:
+    def delete_memories(self, user_id: str, args: Any) -> dict:
         self.calls.append(("delete_memories", user_id))
-        deleted = [i for i in memory_ids if self.memories.get(i, {}).get("user_id") == user_id]
+        deleted = [i for i in args.memory_ids if self.memories.get(i, {}).get("user_id") == user_id]
         for memory_id in deleted:
             del self.memories[memory_id]
-        return {"deleted": deleted, "not_found": [i for i in memory_ids if i not in deleted]}
+        return {"deleted": deleted, "not_found": [i for i in args.memory_ids if i not in deleted]}
 
-    def ask_memory(self, user_id: str, question: str) -> dict:
+    def ask_memory(self, user_id: str, args: Any) -> dict:
         self.calls.append(("ask_memory", user_id))
-        if "boom" in question:
+        if "boom" in args.question:
             raise RuntimeError("db password=hunter2 at /srv/reverie/store.py line 42")
         return {"answer": "unknown", "citations": []}
 
-    def deep_memory_query(self, user_id: str, query: str) -> dict:
+    def deep_memory_query(self, user_id: str, args: Any) -> dict:
         self.calls.append(("deep_memory_query", user_id))
         return {"answer": "unknown", "citations": [], "tiers_used": ["semantic"]}
 
-    def get_context(
-        self,
-        user_id: str,
-        session_id: str | None = None,
-        query: str | None = None,
-        max_tokens: int | None = None,
-    ) -> dict:
+    def get_context(self, user_id: str, args: Any) -> dict:
         self.calls.append(("get_context", user_id))
-        return {"rules": [], "memories": [], "recent_turns": [], "tokens": 0, "session_id": session_id}
+        return {"rules": [], "memories": [], "recent_turns": [], "tokens": 0, "session_id": args.session_id}
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -10,11 +10,13 @@ from urllib.parse import urlencode
 
 import pytest
 
-from reverie import jobs, narrative
+from reverie.cache import job_markers
+from reverie.domain.memory import Turn
 from reverie.llm.offline import register_skill, registered_skills, unregister_skill
-from reverie.models import Turn
+from reverie.reflect import narrative
 from reverie.store import memories
-from tests.function_loader import load_function
+from tests.support.chat import drain_reflection_jobs
+from tests.support.functions import load_function
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +26,7 @@ def handler(engines):
 
 @pytest.fixture
 def other_project(clients):
-    from reverie.auth import issue_key
+    from reverie.api.auth import issue_key
     from reverie.store.projects import create_project
 
     project_id = "p-" + secrets.token_hex(4)
@@ -64,23 +66,6 @@ class Api:
         answer = self.handler(event(method, path, project=self.project, **kwargs), self.context)
         body = json.loads(answer["body"]) if answer.get("body") else None
         return answer["statusCode"], body, {k.lower(): v for k, v in (answer.get("headers") or {}).items()}
-
-
-def drain_reflection_jobs(clients, project_id: str) -> list[dict]:
-    """Take this project's jobs off the tier queues (no reflector runs here), leaving other tests' jobs."""
-    taken, others = [], []
-    for tier in ("episodic", "semantic", "procedural"):
-        url = clients.settings.queue_url(tier)
-        while got := clients.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
-            for message in got:
-                if json.loads(message["Body"]).get("project_id") == project_id:
-                    taken.append(json.loads(message["Body"]))
-                    clients.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-                else:
-                    others.append((url, message["ReceiptHandle"]))
-    for url, handle in others:
-        clients.sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=0)
-    return taken
 
 
 @pytest.fixture
@@ -139,7 +124,7 @@ def test_add_with_inference_queues_one_api_job_and_answers_202(api, clients, pro
     status, body, _ = api("POST", "/v1/memories", body={
         "user_id": "ana", "messages": [{"role": "user", "content": "I moved to Berlin"}]})
     assert status == 202 and set(body) == {"job_id"}
-    marker = jobs.known(clients.valkey, project.project_id, body["job_id"])
+    marker = job_markers.known(clients.valkey, project.project_id, body["job_id"])
     assert marker == {**marker, "user_id": "ana", "source": "api"}
     queued = drain_reflection_jobs(clients, project.project_id)
     assert sorted(j["job_id"] for j in queued) == [body["job_id"]] * 3  # one per tier queue
@@ -251,14 +236,14 @@ def test_ask_with_nothing_remembered_says_so_and_cites_nothing(api):
 @pytest.fixture
 def inventive_answer_skill():
     """A model that cites one real id and one it made up."""
-    import reverie.answer
+    from reverie.chat import answers
 
     assert "answer" in registered_skills()
-    real = reverie.answer._offline_answer
+    real = answers._offline_answer
 
     @register_skill("answer")
     def invent(messages, schema):
-        shown = reverie.answer._shown(messages)[0]
+        shown = answers._shown(messages)[0]
         return {"answer": "made up", "citations": [str(uuid.uuid4()), shown[0]["id"], "not even an id"]}
 
     yield
@@ -288,7 +273,7 @@ def test_deep_query_reasons_over_the_timeline_and_replaced_facts(api, clients, p
 
 
 def test_context_gathers_rules_memories_and_recent_turns_within_max_tokens(api, clients, project):
-    from reverie import working_memory
+    from reverie.cache import working_memory
 
     add(api, "ana", "Always answer Ana in Portuguese", tier="procedural")
     add(api, "ana", "Ana lives in Porto", "Ana's sister is Marta")
@@ -347,7 +332,7 @@ def test_regenerate_queues_a_requested_narrative_job(api, clients, project):
 
 
 def test_export_holds_everything_stored_for_the_user(api, clients, project):
-    from reverie import working_memory
+    from reverie.cache import working_memory
 
     [porto] = add(api, "ana", "Ana lives in Porto")
     [berlin] = add(api, "ana", "Ana lives in Berlin")
@@ -367,7 +352,7 @@ def test_export_holds_everything_stored_for_the_user(api, clients, project):
 
 
 def test_forget_removes_the_user_everywhere_and_leaves_others_alone(api, clients, project):
-    from reverie import working_memory
+    from reverie.cache import working_memory
 
     add(api, "ana", "Ana lives in Porto")
     add(api, "bob", "Bob likes jazz")
@@ -379,7 +364,7 @@ def test_forget_removes_the_user_everywhere_and_leaves_others_alone(api, clients
     status, body, _ = api("DELETE", "/v1/users/ana")
     assert status == 202 and body["job_id"]
 
-    assert jobs.known(clients.valkey, project.project_id, queued["job_id"]) is None
+    assert job_markers.known(clients.valkey, project.project_id, queued["job_id"]) is None
     leftover = [k for k in clients.valkey.scan_iter(match="*") if b"ana" in k and project.project_id.encode() in k]
     assert leftover == []
     with clients.db.cursor() as cur:

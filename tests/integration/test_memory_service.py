@@ -1,38 +1,55 @@
-"""The memory service behind the API and the MCP tools: tool scoping, forget details, faults, and the
-offline answer skills."""
+"""The memory API's operations behind the routes and the MCP tools: tool scoping, forget details, faults, and
+the offline answer skills."""
 
 from __future__ import annotations
 
 import json
-import types
 import uuid
 
 import pytest
 
-from reverie import answer, jobs, memory_service, outbox
-from reverie.errors import ServiceUnavailable, ValidationFailed
+from reverie import forget
+from reverie.api import jobs as api_jobs
+from reverie.api import memories as operations
+from reverie.api.mcp.tools import TOOLS, StoreTools
+from reverie.api.schemas import AddMemoriesRequest, AskRequest
+from reverie.cache import job_markers, outbox
+from reverie.chat import answers as answer
+from reverie.domain.errors import ServiceUnavailable, ValidationFailed
+from reverie.domain.fields import utcnow
+from reverie.domain.memory import Memory, Turn
+from reverie.domain.tiers import Tier
+from reverie.jobs.message import make_job
 from reverie.llm import LLMUnavailable, OfflineLLM
-from reverie.models import AddMemoriesRequest, AskRequest, Memory, Tier, Turn, utcnow
 from reverie.store import memories
-from tests.integration.test_memory_api import drain_reflection_jobs
+from tests.support.chat import drain_reflection_jobs
+from tests.support.clients import Swapped
+from tests.support.memories import remember
 
 
 def _remember(clients, project_id, user_id, *texts, tier=Tier.SEMANTIC):
-    vectors = clients.llm.embed(list(texts)).vectors
-    with clients.db.transaction() as conn, conn.cursor() as cur:
-        return [memories.insert(cur, project_id, user_id, memories.NewMemory(tier=tier, text=t, embedding=v))
-                for t, v in zip(texts, vectors, strict=True)]
+    return [remember(clients, project_id, user_id, text, tier) for text in texts]
 
 
-def _with(clients, **overrides):
-    """The session's clients with some replaced (a failing model, other settings)."""
-    names = ("settings", "db", "valkey", "sns", "sqs", "llm")
-    return types.SimpleNamespace(**{n: getattr(clients, n) for n in names} | overrides)
+class ByKeyword:
+    """The tools called as a model calls them: by name, with the arguments by position or keyword."""
+
+    def __init__(self, tools):
+        self.tools = tools
+
+    def __getattr__(self, name):
+        args = next(t.args for t in TOOLS if t.name == name)
+
+        def call(user_id, *positional, **keywords):
+            given = dict(zip(args.model_fields, positional, strict=False)) | keywords
+            return getattr(self.tools, name)(user_id, args(**given))
+
+        return call
 
 
 @pytest.fixture
 def tools(clients, project):
-    yield memory_service.StoreMemoryTools(clients, project.project_id)
+    yield ByKeyword(StoreTools(clients, project.project_id))
     drain_reflection_jobs(clients, project.project_id)
 
 
@@ -88,22 +105,22 @@ def test_tool_input_errors_are_validation_failures_the_model_can_read(tools, cal
 
 def test_forget_drops_the_users_job_markers_and_keeps_other_users(clients, project):
     def job(user):
-        made = jobs.make_job(project_id=project.project_id, user_id=user, session_id="s",
+        made = make_job(project_id=project.project_id, user_id=user, session_id="s",
                              turns=[Turn(role="user", content="hi")], source="api")
-        jobs.remember(clients.valkey, made)
+        job_markers.remember(clients.valkey, made)
         return made.job_id
 
     anas, bobs = job("ana"), job("bob")
-    memory_service.forget_user(clients, project.project_id, "ana")
-    assert jobs.known(clients.valkey, project.project_id, anas) is None
-    assert jobs.known(clients.valkey, project.project_id, bobs)["user_id"] == "bob"
+    forget.forget_user(clients, project.project_id, "ana")
+    assert job_markers.known(clients.valkey, project.project_id, anas) is None
+    assert job_markers.known(clients.valkey, project.project_id, bobs)["user_id"] == "bob"
 
 
 def test_forget_outcome_names_no_user(clients, project):
     _remember(clients, project.project_id, "ana-unique-name", "Ana lives in Porto")
-    job_id = memory_service.forget_user(clients, project.project_id, "ana-unique-name").job_id
-    raw = clients.valkey.get(memory_service._forget_key(project.project_id, job_id))
-    assert b"ana-unique-name" not in raw and json.loads(raw)["counts"]["memories"] == 1
+    job_id = forget.forget_user(clients, project.project_id, "ana-unique-name")
+    receipt = job_markers.forget_receipt(clients.valkey, project.project_id, job_id)
+    assert "ana-unique-name" not in json.dumps(receipt) and receipt["counts"]["memories"] == 1
 
 
 # ---------------------------------------------------------------- faults
@@ -113,27 +130,26 @@ def test_ask_when_the_model_is_down_is_503_and_not_a_crash(clients, project):
     _remember(clients, project.project_id, "ana", "Ana lives in Porto")
     down = OfflineLLM(fail_when=lambda op, _: LLMUnavailable("down") if op.startswith("structured") else None)
     with pytest.raises(ServiceUnavailable):
-        memory_service.ask(_with(clients, llm=down), project.project_id,
-                           AskRequest(user_id="ana", question="Where does Ana live?"))
+        operations.ask(Swapped(clients, llm=down), project.project_id,
+                       AskRequest(user_id="ana", question="Where does Ana live?"))
 
 
 def test_storing_as_given_when_embeddings_are_down_is_503_and_stores_nothing(clients, project):
     down = OfflineLLM(fail_when=lambda op, _: LLMUnavailable("down") if op == "embed" else None)
     request = AddMemoriesRequest(user_id="ana", messages=[{"content": "Ana lives in Porto"}], infer=False)
     with pytest.raises(ServiceUnavailable):
-        memory_service.add_memories(_with(clients, llm=down), project.project_id, request)
+        operations.add_memories(Swapped(clients, llm=down), project.project_id, request)
     assert memories.list_page(clients.db, project.project_id, "ana")[0] == []
 
 
 def test_a_job_the_topic_refuses_is_parked_in_the_outbox_and_still_accepted(clients, project):
-    refused = clients.settings.model_copy(
-        update={"reflection_topic_arn": "arn:aws:sns:us-east-1:123456789012:missing.fifo"})
+    refused = Swapped(clients, reflection_topic_arn="arn:aws:sns:us-east-1:123456789012:missing.fifo")
     request = AddMemoriesRequest(user_id="ana", messages=[{"content": "I moved to Berlin"}])
     try:
-        reply = memory_service.add_memories(_with(clients, settings=refused), project.project_id, request)
+        reply = operations.add_memories(refused, project.project_id, request)
         assert reply.status == 202
         assert outbox.pending(clients.valkey, project.project_id, "ana") == 1
-        assert jobs.known(clients.valkey, project.project_id, reply.body.job_id)["source"] == "api"
+        assert job_markers.known(clients.valkey, project.project_id, reply.body.job_id)["source"] == "api"
     finally:
         outbox.forget_user(clients.valkey, project.project_id, "ana")
 
@@ -176,9 +192,6 @@ def test_memory_lines_keep_one_line_per_memory_whatever_the_text():
 
 
 def test_status_names_an_unreachable_engine_instead_of_failing(clients, project):
-    import redis
-
-    down = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
-    report = memory_service.status(_with(clients, valkey=down), project.project_id)
+    report = api_jobs.status(Swapped(clients, valkey_down=True), project.project_id)
     assert report["outbox"]["error"].startswith("unavailable")
     assert set(report["last_write"]) == {"episodic", "semantic", "procedural"}

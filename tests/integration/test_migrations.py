@@ -1,9 +1,9 @@
-"""Migrations apply once; a function started against an old schema fails naming the fix (seed 001)."""
+"""Migrations apply once; a function started against an old schema fails naming the fix."""
 
 import pytest
 
-from reverie.errors import SchemaBehind
-from reverie.runtime import Clients
+from reverie.domain.errors import SchemaBehind
+from reverie.platform.clients import Clients
 from reverie.store import Database, current_version, latest_version, migrate
 
 
@@ -52,7 +52,7 @@ def test_a_function_started_against_an_old_schema_fails_naming_the_command(empty
 
 
 def test_the_cli_migrate_reports_nothing_to_apply_when_current(clients, capsys):
-    from reverie.cli import main
+    from reverie_dev.cli import main
 
     assert main(["migrate"]) == 0
     assert "nothing to apply" in capsys.readouterr().out

@@ -2,16 +2,15 @@
 
 import json
 
-from reverie import narrative
-from reverie.models import NarrativeJob, Tier
-from reverie.store import memories
+from reverie.domain.tiers import Tier
+from reverie.jobs.message import NarrativeJob
+from reverie.reflect import narrative
+from reverie.store import narratives, user_data
+from tests.support.memories import remember
 
 
 def _remember(clients, project_id, user_id, texts, tier=Tier.SEMANTIC):
-    vectors = clients.llm.embed(texts).vectors
-    with clients.db.transaction() as conn, conn.cursor() as cur:
-        return [memories.insert(cur, project_id, user_id, memories.NewMemory(tier=tier, text=t, embedding=v))
-                for t, v in zip(texts, vectors, strict=True)]
+    return [remember(clients, project_id, user_id, text, tier) for text in texts]
 
 
 def _drain(clients):
@@ -35,7 +34,7 @@ def test_sweep_queues_users_without_a_narrative_and_the_worker_writes_one(client
 
     outcome = narrative.generate(clients, queued[0])
     assert outcome["version"] == 1
-    latest = narrative.latest(clients.db, project.project_id, "ana")
+    latest = narratives.latest(clients.db, project.project_id, "ana")
     assert latest["version"] == 1 and set(latest["citations"]) == set(ids) and latest["text"]
 
     narrative.sweep(clients)  # fresh now: not queued again
@@ -46,21 +45,21 @@ def test_sweep_queues_users_without_a_narrative_and_the_worker_writes_one(client
 def test_a_user_without_memories_gets_no_narrative(clients, project):
     outcome = narrative.generate(clients, NarrativeJob(project_id=project.project_id, user_id="nobody"))
     assert outcome == {"version": None, "reason": "no memories"}
-    assert narrative.latest(clients.db, project.project_id, "nobody") is None
+    assert narratives.latest(clients.db, project.project_id, "nobody") is None
 
 
 def test_a_job_made_before_a_forget_writes_nothing(clients, project):
     _remember(clients, project.project_id, "bo", ["User plays chess"])
     job = NarrativeJob(project_id=project.project_id, user_id="bo")
     with clients.db.transaction() as conn, conn.cursor() as cur:
-        memories.forget_user(cur, project.project_id, "bo")
+        user_data.forget_user(cur, project.project_id, "bo")
     _remember(clients, project.project_id, "bo", ["User plays go"])  # new data after the forget
     assert narrative.generate(clients, job) == {"version": None, "reason": "user forgotten"}
-    assert narrative.latest(clients.db, project.project_id, "bo") is None
+    assert narratives.latest(clients.db, project.project_id, "bo") is None
 
 
 def test_the_worker_handler_reports_no_failures_for_a_good_job(clients, project, lambda_context):
-    from function_loader import load_function
+    from tests.support.functions import load_function
 
     _remember(clients, project.project_id, "cy", ["User likes jazz"])
     job = NarrativeJob(project_id=project.project_id, user_id="cy")
@@ -72,4 +71,4 @@ def test_the_worker_handler_reports_no_failures_for_a_good_job(clients, project,
                           "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:reverie-narrative.fifo",
                           "awsRegion": "us-east-1"}]}
     assert load_function("NarrativeWorkerFunction")(event, lambda_context) == {"batchItemFailures": []}
-    assert json.loads(json.dumps(narrative.latest(clients.db, project.project_id, "cy"), default=str))["version"] == 1
+    assert json.loads(json.dumps(narratives.latest(clients.db, project.project_id, "cy"), default=str))["version"] == 1

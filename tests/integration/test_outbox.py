@@ -3,13 +3,14 @@ mid-publish neither loses its job nor gets it applied twice."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
-from chat_support import drain_all_tiers, parked, published, swapped
 
-from reverie import health, jobs, outbox
-from reverie.models import Turn
+from reverie.cache import job_markers, keys, outbox
+from reverie.jobs import delivery
+from reverie.ops import health
+from tests.support.chat import claim_age, drain_all_tiers, parked, published
+from tests.support.clients import swapped
+from tests.support.reflect import job as a_job
 
 pytestmark = pytest.mark.integration
 
@@ -22,23 +23,13 @@ def _leave_the_queues_clean(clients, project):
 MISSING_TOPIC = "arn:aws:sns:us-east-1:123456789012:no-such-topic.fifo"
 
 
-def a_job(project_id: str, user_id: str = "ana", text: str = "I live in Porto"):
-    return jobs.make_job(project_id=project_id, user_id=user_id, session_id="s1",
-                         turns=[Turn(role="user", content=text), Turn(role="assistant", content="Noted.")])
-
-
 def park(clients, *parked_jobs) -> None:
     for job in parked_jobs:
-        outbox.park(clients.valkey, job)
-
-
-def claim_age(clients, job, age_s: float) -> None:
-    """What a drainer that died after claiming the job `age_s` ago leaves behind."""
-    clients.valkey.hset(outbox.claims_key(job.project_id, job.user_id), job.job_id, time.time() - age_s)
+        delivery.park(clients.valkey, job)
 
 
 def test_the_health_probe_publishes_parked_jobs_once_and_empties_the_outbox(clients, project):
-    first, second = a_job(project.project_id, text="one"), a_job(project.project_id, text="two")
+    first, second = a_job(project.project_id, "ana", "one"), a_job(project.project_id, "ana", "two")
     park(clients, first, second)
     assert outbox.stats(clients.valkey)["jobs"] >= 2
     report = health.probe(clients)
@@ -47,82 +38,81 @@ def test_the_health_probe_publishes_parked_jobs_once_and_empties_the_outbox(clie
     assert parked(clients, project.project_id, "ana") == []
     health.probe(clients)
     assert published(clients, project.project_id) == []
-    assert outbox.jobs_key(project.project_id, "ana").encode() not in clients.valkey.zrange(outbox.INDEX, 0, -1)
+    assert keys.outbox(project.project_id, "ana").encode() not in clients.valkey.zrange(keys.OUTBOX_INDEX, 0, -1)
 
 
 def test_while_the_topic_is_down_a_drain_keeps_every_job_and_its_order(clients, project):
-    first, second = a_job(project.project_id, text="one"), a_job(project.project_id, text="two")
+    first, second = a_job(project.project_id, "ana", "one"), a_job(project.project_id, "ana", "two")
     park(clients, first, second)
     with swapped(clients, reflection_topic_arn=MISSING_TOPIC):
-        result = outbox.drain_user(clients, project.project_id, "ana")
+        result = delivery.drain_user(clients, project.project_id, "ana")
     assert (result.published, result.remaining, result.busy) == (0, 2, False)
     assert [j.job_id for j in parked(clients, project.project_id, "ana")] == [first.job_id, second.job_id]
     # the failed attempt released its claim, so the next drain publishes at once
-    assert outbox.drain_user(clients, project.project_id, "ana").published == 2
+    assert delivery.drain_user(clients, project.project_id, "ana").published == 2
     assert [j.job_id for j in published(clients, project.project_id)] == [first.job_id, second.job_id]
 
 
 def test_a_job_another_drainer_is_publishing_is_left_to_it_and_later_jobs_wait(clients, project):
-    first, second = a_job(project.project_id, text="one"), a_job(project.project_id, text="two")
+    first, second = a_job(project.project_id, "ana", "one"), a_job(project.project_id, "ana", "two")
     park(clients, first, second)
     claim_age(clients, first, 5)
-    result = outbox.drain_user(clients, project.project_id, "ana")
+    result = delivery.drain_user(clients, project.project_id, "ana")
     assert (result.published, result.remaining, result.busy) == (0, 2, True)
     assert published(clients, project.project_id) == []
 
 
 def test_a_drainer_that_died_after_publishing_within_the_dedup_window_causes_no_second_delivery(clients, project):
-    job = a_job(project.project_id)
+    job = a_job(project.project_id, "ana", "I live in Porto")
     park(clients, job)
-    jobs.publish(clients.sns, clients.settings.reflection_topic_arn, job)  # the dead drainer's publish went out
+    delivery.send(clients.sns, clients.settings.reflection_topic_arn, job)  # the dead drainer's publish went out
     claim_age(clients, job, outbox.CLAIM_LEASE_S + 30)  # ... but it died before removing the job
-    result = outbox.drain_user(clients, project.project_id, "ana")
+    result = delivery.drain_user(clients, project.project_id, "ana")
     assert result.published == 1  # republished: SNS FIFO drops it by its dedup id, the job id
     assert [j.job_id for j in published(clients, project.project_id)] == [job.job_id]
     assert parked(clients, project.project_id, "ana") == []
 
 
 def test_a_drainer_that_died_long_ago_is_not_republished_once_a_tier_has_processed_the_job(clients, project):
-    job = a_job(project.project_id)
+    job = a_job(project.project_id, "ana", "I live in Porto")
     park(clients, job)
     claim_age(clients, job, outbox.SNS_DEDUP_WINDOW_S + 60)
     with clients.db.transaction() as conn, conn.cursor() as cur:
         cur.execute("INSERT INTO processed_jobs (job_id, tier, project_id, user_id, status) VALUES (%s, 'semantic',"
                     " %s, 'ana', 'done')", (job.job_id, project.project_id))
-    result = outbox.drain_user(clients, project.project_id, "ana")
+    result = delivery.drain_user(clients, project.project_id, "ana")
     assert (result.published, result.dropped, result.remaining) == (0, 1, 0)
     assert published(clients, project.project_id) == []
     assert parked(clients, project.project_id, "ana") == []
 
 
 def test_a_drainer_that_died_long_ago_before_anything_was_processed_is_republished(clients, project):
-    job = a_job(project.project_id)
+    job = a_job(project.project_id, "ana", "I live in Porto")
     park(clients, job)
     claim_age(clients, job, outbox.SNS_DEDUP_WINDOW_S + 60)
-    result = outbox.drain_user(clients, project.project_id, "ana")
+    result = delivery.drain_user(clients, project.project_id, "ana")
     assert (result.published, result.dropped) == (1, 0)
     assert [j.job_id for j in published(clients, project.project_id)] == [job.job_id]
 
 
 def test_a_park_and_a_publish_share_one_job_id_so_draining_after_a_direct_publish_adds_nothing(clients, project):
-    job = a_job(project.project_id)
+    job = a_job(project.project_id, "ana", "I live in Porto")
     with swapped(clients, reflection_topic_arn=MISSING_TOPIC):
-        delivery = outbox.deliver(clients, job)
-    assert (delivery.saved, delivery.route) == (True, "outbox")
-    assert jobs.known(clients.valkey, project.project_id, job.job_id) is not None  # status can say "queued"
-    assert outbox.deliver(clients, a_job(project.project_id, text="next")).drained == 1
+        delivered = delivery.deliver(clients, job)
+    assert (delivered.saved, delivered.route) == (True, "outbox")
+    assert job_markers.known(clients.valkey, project.project_id, job.job_id) is not None  # status can say "queued"
+    assert delivery.deliver(clients, a_job(project.project_id, "ana", "next")).drained == 1
     assert [j.turns[0].content for j in published(clients, project.project_id)] == ["I live in Porto", "next"]
 
 
 def test_forgetting_a_user_drops_their_parked_jobs_only(clients, project):
-    from reverie.working_memory import forget_user
-
-    park(clients, a_job(project.project_id, "ana"), a_job(project.project_id, "ana:bob"))
-    assert forget_user(clients.valkey, project.project_id, "ana") >= 1
+    park(clients, a_job(project.project_id, "ana", "I live in Porto"),
+         a_job(project.project_id, "ana:bob", "I live in Porto"))
+    assert outbox.forget_user(clients.valkey, project.project_id, "ana") >= 1
     assert parked(clients, project.project_id, "ana") == []
     assert len(parked(clients, project.project_id, "ana:bob")) == 1
-    index = clients.valkey.zrange(outbox.INDEX, 0, -1)
-    assert outbox.jobs_key(project.project_id, "ana").encode() not in index
-    assert outbox.jobs_key(project.project_id, "ana:bob").encode() in index
-    outbox.drain_user(clients, project.project_id, "ana:bob")
+    index = clients.valkey.zrange(keys.OUTBOX_INDEX, 0, -1)
+    assert keys.outbox(project.project_id, "ana").encode() not in index
+    assert keys.outbox(project.project_id, "ana:bob").encode() in index
+    delivery.drain_user(clients, project.project_id, "ana:bob")
     published(clients, project.project_id)

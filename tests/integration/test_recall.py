@@ -6,21 +6,20 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from chat_support import RecordingLLM, swapped
 
-from reverie import recall, working_memory
+from reverie.cache import working_memory
+from reverie.chat import recall
+from reverie.domain.fields import utcnow
+from reverie.domain.memory import Turn
+from reverie.domain.tiers import Tier
 from reverie.llm import LLMUnavailable, estimate_tokens
-from reverie.models import Tier, Turn, utcnow
 from reverie.store import memories as store
+from reverie.store import memory_search
+from tests.support.clients import swapped
+from tests.support.llm import SpyLLM
+from tests.support.memories import remember
 
 pytestmark = pytest.mark.integration
-
-
-def remember(clients, project_id, user_id, text, tier=Tier.SEMANTIC, *, embed=True):
-    vector = clients.llm.embed([text]).vectors[0] if embed else None
-    with clients.db.transaction() as conn, conn.cursor() as cur:
-        return store.insert(cur, project_id, user_id, store.NewMemory(
-            tier=tier, text=text, embedding=vector, embedding_model=clients.llm.embedding_model))
 
 
 def test_search_fuses_meaning_and_words(clients, project):
@@ -90,9 +89,9 @@ def test_rank_with_a_held_embedding_searches_by_either_half_or_both(clients, pro
     assert [m.id for m in vector_only] == [by_both]
     assert [m.id for m in hybrid] == [by_both, by_words]
     text_rank = [m.id for m in text_only].index(by_both) + 1
-    assert hybrid[0].score == pytest.approx(1 / (store.RRF_K + 1) + 1 / (store.RRF_K + text_rank))
+    assert hybrid[0].score == pytest.approx(1 / (recall.RRF_K + 1) + 1 / (recall.RRF_K + text_rank))
     muted = recall.rank(clients.db, p, "ana", query=query, embedding=embedding, limit=5, text_weight=0.0)
-    assert muted[0].id == by_both and muted[0].score == pytest.approx(1 / (store.RRF_K + 1))
+    assert muted[0].id == by_both and muted[0].score == pytest.approx(1 / (recall.RRF_K + 1))
 
 
 def test_search_is_scoped_to_the_project_and_user(clients, project):
@@ -167,7 +166,7 @@ def test_with_postgres_down_the_context_keeps_the_recent_turns_and_says_what_is_
 
 def test_when_embeddings_fail_the_context_says_so_and_text_search_answers(clients, project):
     fact = remember(clients, project.project_id, "ana", "Ana's sister Rosa lives in Lisbon")
-    with swapped(clients, llm=RecordingLLM(embed_fail=LLMUnavailable("down"))):
+    with swapped(clients, llm=SpyLLM(fail={"embed": LLMUnavailable("down")})):
         context = recall.build_context(clients, project.project_id, "ana", query="sister Rosa", max_tokens=500)
         found = recall.search(clients, project.project_id, "ana", "sister Rosa")
     assert [m.id for m in context.memories] == [fact] and context.degraded == ["embeddings"]
@@ -184,7 +183,7 @@ def test_the_vector_half_scans_tiers_apart_and_merges_them_as_one_scan_would_ran
     query = clients.llm.embed(["grey cat Miso at the vet"]).vectors[0]
 
     merged = recall.nearest(clients.db, p, "ana", query, k=4, tiers=list(Tier))
-    one_scan = store.nearest(clients.db, p, "ana", query, k=4, tiers=list(Tier))
+    one_scan = memory_search.nearest(clients.db, p, "ana", query, k=4, tiers=list(Tier))
 
     assert [h.id for h in merged] == [h.id for h in one_scan]
     assert [h.distance for h in merged] == sorted(h.distance for h in merged)

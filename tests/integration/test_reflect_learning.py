@@ -6,18 +6,20 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from reflect_support import CountingLLM, Swapped, event, events_of, job, memories_of, outcome, record
 
+from reverie.domain.tiers import TIERS, Tier
 from reverie.llm import LLMTimeout, LLMUnavailable
-from reverie.models import TIERS, Tier
-from reverie.reflect import handle_batch
+from reverie.reflect.consumer import handle_batch
+from tests.support.clients import Swapped
+from tests.support.llm import SpyLLM
+from tests.support.reflect import event, events_of, job, memories_of, outcome, record
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def llm():
-    return CountingLLM()
+    return SpyLLM()
 
 
 @pytest.fixture
@@ -231,11 +233,11 @@ def user_rows(db, project_id: str, user_id: str) -> dict[str, int]:
 
 def test_jobs_of_a_forgotten_user_are_dropped_and_leave_nothing_that_names_the_user(
         reflecting, llm, project, lambda_context):
-    from reverie.store import memories
+    from reverie.store import user_data
 
     j = job(project.project_id, "gone", "I live in Porto.", at=datetime.now(UTC) - timedelta(minutes=1))
     with reflecting.db.transaction() as conn, conn.cursor() as cur:
-        memories.forget_user(cur, project.project_id, "gone")
+        user_data.forget_user(cur, project.project_id, "gone")
     answers = reflect_all(reflecting, lambda_context, event(j))
 
     assert all(a == {"batchItemFailures": []} for a in answers.values())  # dropped, not retried
@@ -245,12 +247,12 @@ def test_jobs_of_a_forgotten_user_are_dropped_and_leave_nothing_that_names_the_u
 
 
 def test_a_user_forgotten_while_their_jobs_are_reflected_gets_nothing_back(clients, project, lambda_context):
-    from reverie.ledger import usage_totals
-    from reverie.memory_service import forget_user
+    from reverie.api.users import forget_user
+    from reverie.ops.ledger import usage_totals
 
     j = job(project.project_id, "leaving", "I live in Porto.", at=datetime.now(UTC) - timedelta(minutes=1))
 
-    class ForgottenMeanwhile(CountingLLM):
+    class ForgottenMeanwhile(SpyLLM):
         def embed(self, texts):
             forget_user(clients, project.project_id, "leaving")  # takes the reflectors' lock, commits
             return super().embed(texts)
@@ -291,7 +293,7 @@ def test_one_users_failure_holds_back_only_that_users_later_jobs(clients, projec
 
 def test_an_llm_timeout_fails_the_job_with_the_error_then_a_success_replaces_it(clients, project, lambda_context):
     j = job(project.project_id, "u1", "I live in Porto.")
-    broken = Swapped(clients, llm=CountingLLM(fail={"extract_semantic": LLMTimeout("timed out after 20s")}))
+    broken = Swapped(clients, llm=SpyLLM(fail={"extract_semantic": LLMTimeout("timed out after 20s")}))
     answer = _all_failed(handle_batch, Tier.SEMANTIC, event(j, receive_count=1), lambda_context, broken)
 
     assert answer == "all failed"
@@ -299,7 +301,7 @@ def test_an_llm_timeout_fails_the_job_with_the_error_then_a_success_replaces_it(
     assert failed["status"] == "failed"
     assert "timed out after 20s" in failed["error"] and "receive 1 of 5" in failed["error"]
 
-    healthy = Swapped(clients, llm=CountingLLM())
+    healthy = Swapped(clients, llm=SpyLLM())
     handle_batch(Tier.SEMANTIC, event(j, receive_count=2), lambda_context, healthy)
     done = outcome(clients.db, project.project_id, j.job_id, Tier.SEMANTIC)
     assert (done["status"], done["added"], done["error"]) == ("done", 1, None)
@@ -317,7 +319,7 @@ def _all_failed(handler, tier, evt, context, clients):
 
 def test_the_last_receive_records_dead_with_the_last_error(clients, project, lambda_context):
     j = job(project.project_id, "u1", "I live in Porto.")
-    broken = Swapped(clients, llm=CountingLLM(fail={"extract_semantic": LLMTimeout("timed out after 20s")}))
+    broken = Swapped(clients, llm=SpyLLM(fail={"extract_semantic": LLMTimeout("timed out after 20s")}))
     _all_failed(handle_batch, Tier.SEMANTIC, event(j, receive_count=5), lambda_context, broken)
 
     dead = outcome(clients.db, project.project_id, j.job_id, Tier.SEMANTIC)
@@ -326,9 +328,9 @@ def test_the_last_receive_records_dead_with_the_last_error(clients, project, lam
 
 def test_a_failure_never_overwrites_a_job_already_done(clients, project, lambda_context):
     j = job(project.project_id, "u1", "I live in Porto.")
-    handle_batch(Tier.SEMANTIC, event(j), lambda_context, Swapped(clients, llm=CountingLLM()))
+    handle_batch(Tier.SEMANTIC, event(j), lambda_context, Swapped(clients, llm=SpyLLM()))
     other = job(project.project_id, "u1", "I work at Acme.")
-    broken = Swapped(clients, llm=CountingLLM(fail={"extract_semantic": LLMTimeout("timed out")}))
+    broken = Swapped(clients, llm=SpyLLM(fail={"extract_semantic": LLMTimeout("timed out")}))
     _all_failed(handle_batch, Tier.SEMANTIC, event(j, other, receive_count=5), lambda_context, broken)
 
     assert outcome(clients.db, project.project_id, j.job_id, Tier.SEMANTIC)["status"] == "done"
@@ -345,7 +347,7 @@ def test_a_poison_message_is_refused_at_once_and_nothing_is_stored(clients, proj
                                                                    caplog):
     dlq = clients.sqs.create_queue(QueueName=f"poison-{project.project_id}.fifo",
                                    Attributes={"FifoQueue": "true"})["QueueUrl"]
-    reflecting = Swapped(clients, llm=CountingLLM(), semantic_dlq_url=dlq)
+    reflecting = Swapped(clients, llm=SpyLLM(), semantic_dlq_url=dlq)
     answer = handle_batch(Tier.SEMANTIC, {"Records": [record(body, f"{project.project_id}:u1")]}, lambda_context,
                           reflecting)
 
@@ -362,7 +364,7 @@ def test_a_poison_message_naming_its_project_and_job_shows_failed_with_the_reaso
                        "turns": []})
     dlq = clients.sqs.create_queue(QueueName=f"poison2-{project.project_id}.fifo",
                                    Attributes={"FifoQueue": "true"})["QueueUrl"]
-    reflecting = Swapped(clients, llm=CountingLLM(), semantic_dlq_url=dlq)
+    reflecting = Swapped(clients, llm=SpyLLM(), semantic_dlq_url=dlq)
     handle_batch(Tier.SEMANTIC, {"Records": [record(body, f"{project.project_id}:u1")]}, lambda_context, reflecting)
 
     refused = outcome(clients.db, project.project_id, "bad-1", Tier.SEMANTIC)
@@ -374,24 +376,25 @@ def test_a_poison_message_naming_an_unknown_project_leaves_no_row(clients, proje
     body = json.dumps({"job_id": "bad-2", "project_id": "no-such-project", "turns": []})
     dlq = clients.sqs.create_queue(QueueName=f"poison3-{project.project_id}.fifo",
                                    Attributes={"FifoQueue": "true"})["QueueUrl"]
-    reflecting = Swapped(clients, llm=CountingLLM(), semantic_dlq_url=dlq)
+    reflecting = Swapped(clients, llm=SpyLLM(), semantic_dlq_url=dlq)
     handle_batch(Tier.SEMANTIC, {"Records": [record(body, "x:y")]}, lambda_context, reflecting)
 
     assert outcome(clients.db, "no-such-project", "bad-2", Tier.SEMANTIC) is None
 
 
 def test_a_job_committed_by_a_concurrent_delivery_meanwhile_is_not_applied_twice(clients, project, lambda_context):
-    from reverie.models import TierOutcome, TierStatus
-    from reverie.store import reflection
+    from reverie.domain.outcomes import TierOutcome
+    from reverie.domain.tiers import TierStatus
+    from reverie.store import processed_jobs
 
     j = job(project.project_id, "u1", "I live in Porto.")
 
-    class OtherDeliveryWins(CountingLLM):
+    class OtherDeliveryWins(SpyLLM):
         """While this delivery thinks, another delivery of the same job commits its outcome."""
 
         def structured(self, messages, schema, *, purpose):
             with clients.db.transaction() as conn, conn.cursor() as cur:
-                reflection.write_outcomes(cur, project.project_id, "u1", Tier.SEMANTIC,
+                processed_jobs.write_outcomes(cur, project.project_id, "u1", Tier.SEMANTIC,
                                           {j.job_id: TierOutcome(status=TierStatus.EMPTY, reason="other delivery")})
             return super().structured(messages, schema, purpose=purpose)
 
@@ -400,6 +403,6 @@ def test_a_job_committed_by_a_concurrent_delivery_meanwhile_is_not_applied_twice
 
     assert memories_of(clients.db, project.project_id, "u1") == []
     assert outcome(clients.db, project.project_id, j.job_id, Tier.SEMANTIC)["reason"] == "other delivery"
-    again = Swapped(clients, llm=CountingLLM())
+    again = Swapped(clients, llm=SpyLLM())
     assert handle_batch(Tier.SEMANTIC, event(j, receive_count=2), lambda_context, again) == {"batchItemFailures": []}
     assert again.llm.total() == 0

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from reflect_support import CountingLLM, PrivateQueue, Swapped, job, memories_of, outcome
 
-from reverie import jobs
-from reverie.job_status import job_status
+from reverie.cache import job_markers
+from reverie.domain.tiers import TIERS, Tier, TierStatus
+from reverie.jobs import delivery
+from reverie.jobs.status import job_status
 from reverie.llm import LLMUnavailable, OfflineLLM
-from reverie.models import TIERS, Tier, TierStatus
+from tests.support.clients import Swapped
+from tests.support.llm import SpyLLM
+from tests.support.reflect import PrivateQueue, job, memories_of, outcome
 
 pytestmark = pytest.mark.integration
 
@@ -30,11 +33,11 @@ def tier_queues(clients):
 
 def test_a_published_job_is_learned_by_all_three_reflectors(clients, project, tier_queues, lambda_context):
     j = job(project.project_id, "ana", "I live in Porto.", "Please always answer in Portuguese.")
-    jobs.remember(clients.valkey, j)
-    jobs.publish(clients.sns, clients.settings.reflection_topic_arn, j)
+    job_markers.remember(clients.valkey, j)
+    delivery.send(clients.sns, clients.settings.reflection_topic_arn, j)
     assert job_status(clients, project.project_id, j.job_id).status == TierStatus.QUEUED
 
-    reflecting = Swapped(clients, llm=CountingLLM())
+    reflecting = Swapped(clients, llm=SpyLLM())
     for tier, queue in tier_queues.items():
         queue.drain(tier, reflecting, lambda_context)
 
@@ -49,7 +52,7 @@ def test_ten_jobs_of_one_user_in_the_queue_take_one_extraction_call(clients, pro
     batch = [job(project.project_id, "ana", f"I have a plant called Fern{i}.") for i in range(10)]
     for j in batch:
         queue.send(j)
-    llm = CountingLLM()
+    llm = SpyLLM()
 
     assert queue.drain_once(None, Tier.SEMANTIC, Swapped(clients, llm=llm), lambda_context)["deleted"] == 10
     assert llm.calls["extract_semantic"] == 1 and llm.calls["embed"] == 1

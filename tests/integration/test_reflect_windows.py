@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from reflect_support import CountingLLM, PrivateQueue, Swapped, event, job, memories_of, outcome
 
-from reverie.job_status import job_status
+from reverie.domain.tiers import Tier, TierStatus
+from reverie.jobs.status import job_status
 from reverie.llm import LLMUnavailable
-from reverie.models import Tier, TierStatus
-from reverie.reflect import handle_batch, window
+from reverie.reflect import window
+from reverie.reflect.consumer import handle_batch
+from tests.support.clients import Swapped
+from tests.support.llm import SpyLLM
+from tests.support.reflect import PrivateQueue, event, job, memories_of, outcome
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +39,7 @@ def test_a_users_jobs_over_three_batches_are_learned_with_one_call_when_the_wind
     clients, project, lambda_context,
 ):
     p = project.project_id
-    llm = CountingLLM()
+    llm = SpyLLM()
     reflecting = Swapped(clients, llm=llm, reflect_window_jobs=20, reflect_window_s=300)
     ana = [job(p, "ana", f"I have a plant called Fern{i}.") for i in range(25)]
 
@@ -57,12 +60,12 @@ def test_a_users_jobs_over_three_batches_are_learned_with_one_call_when_the_wind
 
 def test_jobs_delivered_again_after_their_window_was_learned_change_nothing(clients, project, lambda_context):
     p = project.project_id
-    reflecting = Swapped(clients, llm=CountingLLM(), reflect_window_jobs=3)
+    reflecting = Swapped(clients, llm=SpyLLM(), reflect_window_jobs=3)
     ana = [job(p, "ana", f"I play the {instrument}.") for instrument in ("cello", "oboe", "harp")]
     handle_batch(TIER, event(*ana), lambda_context, reflecting)
     before = memories_of(clients.db, p, "ana")
 
-    again = CountingLLM()
+    again = SpyLLM()
     handle_batch(TIER, event(*ana, receive_count=2), lambda_context, Swapped(reflecting, llm=again))
 
     assert memories_of(clients.db, p, "ana") == before and len(before) == 3
@@ -72,7 +75,7 @@ def test_jobs_delivered_again_after_their_window_was_learned_change_nothing(clie
 def test_the_sweep_closes_a_window_that_waited_long_enough_through_the_users_queue(clients, project, lambda_context):
     p = project.project_id
     queue = PrivateQueue(clients.sqs)
-    llm = CountingLLM()
+    llm = SpyLLM()
     reflecting = Swapped(clients, llm=llm, reflect_window_jobs=20, reflect_window_s=60, semantic_queue_url=queue.url)
     ana = [job(p, "ana", "I live in Porto."), job(p, "ana", "I work at Acme.")]
     bob = [job(p, "bob", "I live in Oslo.")]
@@ -97,7 +100,7 @@ def test_the_sweep_closes_a_window_that_waited_long_enough_through_the_users_que
 
 def test_a_window_learns_in_arrival_order_so_a_later_move_supersedes(clients, project, lambda_context):
     p = project.project_id
-    reflecting = Swapped(clients, llm=CountingLLM(), reflect_window_jobs=3)
+    reflecting = Swapped(clients, llm=SpyLLM(), reflect_window_jobs=3)
     handle_batch(TIER, event(job(p, "ana", "I live in Porto.")), lambda_context, reflecting)
     handle_batch(TIER, event(job(p, "ana", "I work at Acme.")), lambda_context, reflecting)
     handle_batch(TIER, event(job(p, "ana", "I moved to Berlin.")), lambda_context, reflecting)
@@ -112,7 +115,7 @@ def test_the_records_that_close_a_failing_window_fail_back_to_the_queue_and_the_
     clients, project, lambda_context,
 ):
     p = project.project_id
-    failing = CountingLLM(fail={"extract_semantic": LLMUnavailable("upstream 502", status=502)})
+    failing = SpyLLM(fail={"extract_semantic": LLMUnavailable("upstream 502", status=502)})
     reflecting = Swapped(clients, llm=failing, reflect_window_jobs=3)
     first = [job(p, "ana", "I live in Porto."), job(p, "ana", "I work at Acme.")]
     handle_batch(TIER, event(*first), lambda_context, reflecting)
@@ -130,7 +133,7 @@ def test_the_records_that_close_a_failing_window_fail_back_to_the_queue_and_the_
     assert "receive 1 of 5" in outcome(clients.db, p, closing.job_id, TIER)["error"]
 
     # The redelivery closes the window again; with the model back, everything is learned once.
-    handle_batch(TIER, event(closing, receive_count=2), lambda_context, Swapped(reflecting, llm=CountingLLM()))
+    handle_batch(TIER, event(closing, receive_count=2), lambda_context, Swapped(reflecting, llm=SpyLLM()))
     assert held(clients, p, "ana") == []
     assert all(outcome(clients.db, p, j.job_id, TIER)["status"] == "done" for j in (*first, closing))
     assert len(memories_of(clients.db, p, "ana", TIER)) == 3
@@ -141,7 +144,7 @@ def test_held_jobs_out_of_attempts_are_parked_in_the_dlq_dead_and_the_window_mov
 ):
     p = project.project_id
     queue = PrivateQueue(clients.sqs)
-    failing = CountingLLM(fail={"extract_semantic": LLMUnavailable("upstream 502", status=502)})
+    failing = SpyLLM(fail={"extract_semantic": LLMUnavailable("upstream 502", status=502)})
     reflecting = Swapped(clients, llm=failing, reflect_window_jobs=20, semantic_queue_url=queue.url,
                          semantic_dlq_url=queue.dlq_url)
     stuck = [job(p, "ana", "I live in Porto."), job(p, "ana", "I work at Acme.")]
@@ -165,13 +168,13 @@ def test_held_jobs_out_of_attempts_are_parked_in_the_dlq_dead_and_the_window_mov
 
     # Later jobs are not held hostage: the next window holds only them.
     later = job(p, "ana", "I have a cat.")
-    handle_batch(TIER, event(later), lambda_context, Swapped(reflecting, llm=CountingLLM(), reflect_window_jobs=1))
+    handle_batch(TIER, event(later), lambda_context, Swapped(reflecting, llm=SpyLLM(), reflect_window_jobs=1))
     assert outcome(clients.db, p, later.job_id, TIER)["status"] == "done"
 
 
 def test_a_delivered_job_failing_on_its_last_receive_leaves_the_window_for_the_dlq(clients, project, lambda_context):
     p = project.project_id
-    failing = CountingLLM(fail={"extract_semantic": LLMUnavailable("upstream 502", status=502)})
+    failing = SpyLLM(fail={"extract_semantic": LLMUnavailable("upstream 502", status=502)})
     reflecting = Swapped(clients, llm=failing, reflect_window_jobs=1)
     j = job(p, "ana", "I live in Porto.")
 
@@ -190,7 +193,7 @@ def test_a_delivered_job_failing_on_its_last_receive_leaves_the_window_for_the_d
 ])
 def test_a_malformed_close_message_is_refused_and_parked(clients, project, lambda_context, body):
     queue = PrivateQueue(clients.sqs)
-    reflecting = Swapped(clients, llm=CountingLLM(), semantic_dlq_url=queue.dlq_url)
+    reflecting = Swapped(clients, llm=SpyLLM(), semantic_dlq_url=queue.dlq_url)
     record = dict(event(job(project.project_id, "ana", "x"))["Records"][0], body=json.dumps(body))
 
     assert handle_batch(TIER, {"Records": [record]}, lambda_context, reflecting) == {"batchItemFailures": []}
@@ -203,15 +206,14 @@ def test_a_malformed_close_message_is_refused_and_parked(clients, project, lambd
 def test_a_window_left_open_past_its_time_is_reported_by_status_and_the_health_probe(
     clients, project, lambda_context, capsys,
 ):
-    from chat_support import emitted_metrics
-    from function_loader import load_function
-
-    from reverie.metric_names import Metric
-    from reverie.status import system_status
+    from reverie.ops.status import system_status
+    from reverie.platform.metric_names import Metric
+    from tests.support.chat import emitted_metrics
+    from tests.support.functions import load_function
 
     p = project.project_id
     handle_batch(TIER, event(job(p, "ana", "I live in Porto.")), lambda_context,
-                 Swapped(clients, llm=CountingLLM(), reflect_window_jobs=20))
+                 Swapped(clients, llm=SpyLLM(), reflect_window_jobs=20))
     age_window(clients, p, clients.settings.reflect_window_s + 400)  # as if no sweep had run for 400 s
     try:
         held_now = system_status(clients)["held"]
@@ -227,11 +229,11 @@ def test_a_window_left_open_past_its_time_is_reported_by_status_and_the_health_p
 
 
 def test_held_jobs_are_in_the_users_export_and_gone_after_a_forget(clients, project, lambda_context):
-    from reverie.memory_service import export_user, forget_user
+    from reverie.api.users import export_user, forget_user
 
     p = project.project_id
     words = job(p, "ana", "My bank PIN is written in my diary.")
-    handle_batch(TIER, event(words), lambda_context, Swapped(clients, llm=CountingLLM(), reflect_window_jobs=20))
+    handle_batch(TIER, event(words), lambda_context, Swapped(clients, llm=SpyLLM(), reflect_window_jobs=20))
 
     exported = export_user(clients, p, "ana").held_jobs
     assert [(h.tier, h.job.job_id) for h in exported] == [(TIER.value, words.job_id)]

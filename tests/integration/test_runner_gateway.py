@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from reverie.local.api_gateway import (
+from reverie_dev.local.api_gateway import (
     ApiGateway,
     AuthorizerConfig,
     Request,
@@ -15,8 +15,8 @@ from reverie.local.api_gateway import (
     routes_from,
     to_response,
 )
-from reverie.local.functions import FunctionError
-from reverie.local.template import Template
+from reverie_dev.local.functions import FunctionError
+from reverie_dev.local.template import Template
 
 TEMPLATE = Template()
 

@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from reverie.local.functions import FunctionError
-from reverie.local.pollers import QueuePoller, failed_ids
+from reverie_dev.local.functions import FunctionError
+from reverie_dev.local.pollers import QueuePoller, failed_ids
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from reverie.local.schedules import Cron, Entry, Rate, Scheduler, parse, scheduler_event
-from reverie.local.template import Template
+from reverie_dev.local.schedules import Cron, Entry, Rate, Scheduler, parse, scheduler_event
+from reverie_dev.local.template import Template
 
 
 def at(text: str) -> datetime:

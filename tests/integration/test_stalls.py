@@ -1,11 +1,12 @@
-"""The health probe calls a tier stalled when jobs keep waiting and the tier writes nothing (seed 000)."""
+"""The health probe calls a tier stalled when jobs keep waiting and the tier writes nothing."""
 
 import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from reverie.stalls import backlog_key, find_stalls
+from reverie.cache import keys
+from reverie.ops.stalls import find_stalls
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
@@ -19,7 +20,7 @@ def _queues(semantic_visible: int) -> dict:
 @pytest.fixture
 def valkey(clients):
     for tier in ("episodic", "semantic", "procedural"):
-        clients.valkey.delete(backlog_key(tier))
+        clients.valkey.delete(keys.backlog_since(tier))
     return clients.valkey
 
 
@@ -49,7 +50,7 @@ def test_an_emptied_queue_clears_the_backlog_clock(valkey):
 
 
 def test_the_probe_reports_stalls_per_tier(clients, valkey):
-    from reverie.health import probe
+    from reverie.ops.health import probe
 
     report = probe(clients)
     json.dumps(report)  # a Lambda answer: plain JSON only

@@ -8,8 +8,8 @@ import math
 import pytest
 from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 
-from reverie.models import Tier
-from reverie.store import Database
+from reverie.domain.tiers import Tier
+from reverie.store import Database, memory_search
 from reverie.store import memories as store
 from reverie.store.db import vector_literal
 
@@ -67,9 +67,9 @@ def test_nearest_ranks_like_full_precision_cosine(clients, project):
         cur.execute("SELECT id::text FROM memories WHERE project_id = %s ORDER BY embedding <=> %s::vector",
                     (p, vector_literal(query)))
         full_precision = [row[0] for row in cur.fetchall()]
-    found = store.nearest(clients.db, p, "ana", query, k=len(angles))
+    found = memory_search.nearest(clients.db, p, "ana", query, k=len(angles))
     assert [hit.id for hit in found] == full_precision == [ids[a] for a in sorted(angles)]
-    assert [hit.id for hit in store.nearest(clients.db, p, "ana", query, k=3)] == full_precision[:3]
+    assert [hit.id for hit in memory_search.nearest(clients.db, p, "ana", query, k=3)] == full_precision[:3]
 
 
 def test_nearest_leaves_out_rows_without_a_vector_and_superseded_ones(clients, project):
@@ -79,7 +79,7 @@ def test_nearest_leaves_out_rows_without_a_vector_and_superseded_ones(clients, p
     insert(clients, p, "ana", "Ana has no vector", None)
     with clients.db.transaction() as conn, conn.cursor() as cur:
         store.supersede(cur, p, "ana", old, kept, job_id=None)
-    assert [hit.id for hit in store.nearest(clients.db, p, "ana", direction(0), k=10)] == [kept]
+    assert [hit.id for hit in memory_search.nearest(clients.db, p, "ana", direction(0), k=10)] == [kept]
 
 
 def test_matching_ranks_by_words_within_scope(clients, project):
@@ -88,9 +88,9 @@ def test_matching_ranks_by_words_within_scope(clients, project):
     some = insert(clients, p, "ana", "Ana visited Lisbon", None)
     insert(clients, p, "ana", "Ana likes tea", None)
     insert(clients, p, "ben", "Ben's sister Rosa lives in Lisbon", None)
-    found = store.matching(clients.db, p, "ana", "sister Rosa Lisbon", k=10)
+    found = memory_search.matching(clients.db, p, "ana", "sister Rosa Lisbon", k=10)
     assert [hit.id for hit in found] == [best, some]
-    assert store.matching(clients.db, p, "ana", "? !", k=10) == []
+    assert memory_search.matching(clients.db, p, "ana", "? !", k=10) == []
 
 
 def test_fetch_keeps_the_given_order_skips_gone_rows_and_other_users(clients, project):
@@ -100,9 +100,9 @@ def test_fetch_keeps_the_given_order_skips_gone_rows_and_other_users(clients, pr
     gone = insert(clients, p, "ana", "fact gone", None)
     bens = insert(clients, p, "ben", "fact of ben", None)
     assert store.delete(clients.db, p, gone)
-    found = store.fetch(clients.db, p, "ana", [b, gone, bens, a])
+    found = memory_search.fetch(clients.db, p, "ana", [b, gone, bens, a])
     assert [m.id for m in found] == [b, a]
-    assert store.fetch(clients.db, p, "ana", []) == []
+    assert memory_search.fetch(clients.db, p, "ana", []) == []
 
 
 def test_a_read_runs_outside_a_transaction_and_leaves_the_connection_transactional(clients, project):
@@ -118,7 +118,7 @@ def test_a_read_runs_outside_a_transaction_and_leaves_the_connection_transaction
             assert not conn.autocommit
             store.insert(cur, project.project_id, "ana", store.NewMemory(tier=Tier.SEMANTIC, text="never kept"))
             raise RuntimeError("abandon")
-        assert store.matching(clients.db, project.project_id, "ana", "never kept", k=5) == []
+        assert memory_search.matching(clients.db, project.project_id, "ana", "never kept", k=5) == []
     finally:
         db.close()
 

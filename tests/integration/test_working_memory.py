@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from reverie import idempotency, jobs, working_memory
-from reverie.models import Turn
+from reverie import forget
+from reverie.cache import job_markers, keys, working_memory
+from reverie.domain.memory import Turn
+from reverie.jobs.message import make_job
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +35,7 @@ def test_turns_come_back_oldest_first_capped_at_the_newest(clients, project):
 
 def test_a_session_expires_after_its_ttl_from_the_last_turn(clients, project):
     append(clients, project.project_id, "ana", "s1", turns("one"), ttl_s=100)
-    key = working_memory.session_key(project.project_id, "ana", "s1")
+    key = keys.session(project.project_id, "ana", "s1")
     assert 0 < clients.valkey.ttl(key) <= 100
     append(clients, project.project_id, "ana", "s1", turns("two"), ttl_s=5000)
     assert clients.valkey.ttl(key) > 100
@@ -55,15 +57,15 @@ def test_forget_user_deletes_that_users_sessions_and_answers_and_nothing_else(cl
         append(clients, p, "ana", session, turns(f"ana {session}"))
     append(clients, p, "ana:bob", "s1", turns("bob"))
     append(clients, p + "-x", "ana", "s1", turns("other project"))
-    clients.valkey.set(idempotency.user_prefix(p, "ana") + "#abc", "{}")
-    clients.valkey.set(idempotency.user_prefix(p, "ana:bob") + "#abc", "{}")
-    job = jobs.make_job(project_id=p, user_id="ana", session_id="s1", turns=turns("x"))
-    jobs.remember(clients.valkey, job)
+    clients.valkey.set(keys.idempotency_prefix(p, "ana") + "#abc", "{}")
+    clients.valkey.set(keys.idempotency_prefix(p, "ana:bob") + "#abc", "{}")
+    job = make_job(project_id=p, user_id="ana", session_id="s1", turns=turns("x"))
+    job_markers.remember(clients.valkey, job)
 
-    assert working_memory.forget_user(clients.valkey, p, "ana") == 4
+    assert forget.forget_keys(clients.valkey, p, "ana")["working_memory"] == 4
     read = working_memory.recent_turns
     assert all(read(clients.valkey, p, "ana", s, 10) == [] for s in ("s1", "s2", "s3"))
     assert [t.content for t in read(clients.valkey, p, "ana:bob", "s1", 10)] == ["bob"]
     assert [t.content for t in read(clients.valkey, p + "-x", "ana", "s1", 10)] == ["other project"]
-    assert clients.valkey.exists(idempotency.user_prefix(p, "ana:bob") + "#abc")
-    assert working_memory.forget_user(clients.valkey, p, "ana") == 0
+    assert clients.valkey.exists(keys.idempotency_prefix(p, "ana:bob") + "#abc")
+    assert forget.forget_keys(clients.valkey, p, "ana")["working_memory"] == 0

@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from reverie import after_response
-from reverie.config import reset_settings
+from reverie.platform import after_response
+from reverie.platform.config import reset_settings
 
 
 class ExtensionsApi:

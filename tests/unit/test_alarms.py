@@ -1,7 +1,7 @@
 """Every custom metric an alarm in template.yaml watches is one that Reverie emits (names in one place)."""
 
-from reverie.local.template import Template
-from reverie.metric_names import Metric
+from reverie.platform.metric_names import Metric
+from reverie_dev.local.template import Template
 
 
 def test_alarms_watch_metrics_that_exist():

@@ -11,16 +11,16 @@ import anyio
 import pytest
 from mcp.client import Client
 
-from reverie.mcp_server import (
-    HttpMemoryTools,
+from reverie.api.mcp.tools import DeleteMemories, build_mcp_server
+from reverie.api.mcp.transport import (
     HttpRequest,
     HttpResponse,
-    build_mcp_server,
     handle_mcp,
     request_from_apigw_event,
     response_to_apigw,
     user_id_from_request,
 )
+from reverie_dev.mcp_stdio import HttpTools
 
 HEADERS = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
 INITIALIZE = {
@@ -47,10 +47,10 @@ class Backend:
     raise_: Exception | None = None
 
     def __getattr__(self, name: str) -> Any:
-        def call(user_id: str, **kwargs: Any) -> dict:
+        def call(user_id: str, args: Any) -> dict:
             if self.raise_ is not None:
                 raise self.raise_
-            return {"tool": name, "user_id": user_id, **kwargs}
+            return {"tool": name, "user_id": user_id, **args.model_dump()}
 
         return call
 
@@ -220,7 +220,7 @@ class FakeClient:
         self.deleted: list[str] = []
 
     def get_memory(self, memory_id: str) -> dict:
-        from reverie.client import ReverieAPIError
+        from reverie_client import ReverieAPIError
 
         if memory_id not in self.memories:
             raise ReverieAPIError(404, "not_found", "no such memory")
@@ -232,6 +232,6 @@ class FakeClient:
 
 def test_http_backend_deletes_only_the_users_own_memories() -> None:
     client = FakeClient()
-    result = HttpMemoryTools(client).delete_memories("alice", ["m1", "m2", "m3"])
+    result = HttpTools(client).delete_memories("alice", DeleteMemories(memory_ids=["m1", "m2", "m3"]))
     assert result == {"deleted": ["m1"], "not_found": ["m2", "m3"]}
     assert client.deleted == ["m1"]

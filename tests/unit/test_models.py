@@ -3,9 +3,11 @@
 import pytest
 from pydantic import ValidationError
 
-from reverie.errors import InvalidJob
-from reverie.jobs import encode, make_job, parse_job
-from reverie.models import MAX_MESSAGE_BYTES, ChatRequest, ReflectionJob, Turn
+from reverie.chat.schemas import ChatRequest
+from reverie.domain.errors import InvalidJob
+from reverie.domain.fields import MAX_MESSAGE_BYTES
+from reverie.domain.memory import Turn
+from reverie.jobs.message import ReflectionJob, encode, make_job, parse_job
 
 
 def _turns():

@@ -7,10 +7,12 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
+from reverie.chat.context import PARTS, SHARES, allocate, clip_to_tokens, fit
+from reverie.chat.recall import fuse
+from reverie.domain.memory import ScoredMemory, Turn
+from reverie.domain.tiers import Tier
 from reverie.llm import estimate_tokens
-from reverie.models import ScoredMemory, Tier, Turn
-from reverie.recall import PARTS, SHARES, allocate, clip_to_tokens, fit, fuse
-from reverie.store.memories import Ranked
+from reverie.store.memory_search import Ranked
 
 demands = st.fixed_dictionaries({part: st.integers(0, 5000) for part in PARTS})
 budgets = st.integers(0, 8000)

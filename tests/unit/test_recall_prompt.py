@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from reverie.chat.context import RecallContext
+from reverie.chat.prompt import messages, render
+from reverie.domain.memory import ScoredMemory, Turn
+from reverie.domain.tiers import Tier
 from reverie.llm import OfflineLLM
-from reverie.models import ScoredMemory, Tier, Turn
-from reverie.recall import RecallContext, messages, render
 
 
 def memory(text: str, tier: Tier = Tier.SEMANTIC) -> ScoredMemory:

@@ -9,15 +9,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from openai.lib._pydantic import to_strict_json_schema
 
-from reverie.config import Settings
-from reverie.dlq import dedup_id
-from reverie.job_status import RETRY_AFTER_FAILED_S, overall, poll_hints
-from reverie.jobs import make_job
-from reverie.local.template import Template
-from reverie.models import TIERS, JobStatus, Tier, TierOutcome, TierStatus, Turn
+from reverie.domain.memory import Turn
+from reverie.domain.outcomes import JobStatus, TierOutcome
+from reverie.domain.tiers import TIERS, Tier, TierStatus
+from reverie.jobs.dlq import dedup_id
+from reverie.jobs.message import make_job
+from reverie.jobs.status import RETRY_AFTER_FAILED_S, overall, poll_hints
+from reverie.platform.config import Settings
 from reverie.reflect import prompts
 from reverie.reflect.consumer import group_deliveries, read_record, scope_of, user_batches
 from reverie.reflect.schemas import EXTRACTION_SCHEMAS, Reconciliation
+from reverie_dev.local.template import Template
 
 
 def job(user: str, text: str = "I live in Porto.", session: str = "s1", project: str = "p1"):

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from reverie import dlq
-from reverie.config import Settings
+from reverie.jobs import dlq
+from reverie.platform.config import Settings
 
 
 class MoveTaskSQS:

@@ -6,9 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reverie.jobs import make_job
+from reverie.domain.memory import Turn
+from reverie.domain.tiers import Tier
+from reverie.jobs.message import make_job
 from reverie.llm import OfflineLLM
-from reverie.models import Tier, Turn
 from reverie.reflect import offline_skills as skills
 from reverie.reflect import prompts
 from reverie.reflect.schemas import EpisodicExtraction, ProceduralExtraction, Reconciliation, SemanticExtraction

@@ -13,7 +13,7 @@ from reverie.reflect import reconcile
 from reverie.reflect.plan import Item
 from reverie.reflect.schemas import Decision, Reconciliation
 from reverie.store.memories import content_hash
-from reverie.store.reflection import Candidate
+from reverie.store.memory_search import Candidate
 
 TEXTS = ["User lives in Porto", "User lives in Berlin", "User lives in Porto.", "User likes tea",
          "User likes coffee", "User's sister is Ana", "User works at Acme", "User works at Globex",

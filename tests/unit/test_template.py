@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from reverie.local.template import PROJECT_ROOT, Template
+from reverie_dev.local.template import PROJECT_ROOT, Template
 
 T = Template()
 FUNCTIONS = T.functions()

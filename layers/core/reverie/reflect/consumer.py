@@ -18,19 +18,33 @@ from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from reverie import dlq
-from reverie.errors import InvalidJob
-from reverie.jobs import parse_job
-from reverie.metric_names import Metric
-from reverie.models import SAFE_ID_PATTERN, ReflectionJob, Tier
-from reverie.observability import logger, metrics
-from reverie.reflect import window
+from reverie.domain.errors import InvalidJob
+from reverie.domain.fields import SAFE_ID_PATTERN
+from reverie.domain.tiers import Tier
+from reverie.jobs import dlq
+from reverie.jobs.message import ReflectionJob, parse_job
+from reverie.platform.metric_names import Metric
+from reverie.platform.observability import logger, metrics
+from reverie.reflect import (
+    offline_skills,  # noqa: F401  (registers the offline model's reflection skills)
+    window,
+)
 from reverie.reflect.learn import user_hash
-from reverie.store import reflection as outcomes_table
+from reverie.store import processed_jobs
 
 _SAFE_ID = re.compile(SAFE_ID_PATTERN)
+
+
+def handle_batch(tier: Tier, event: dict[str, Any], context: Any, clients) -> dict[str, Any]:
+    """The reflector functions' entry point: a Lambda SQS event in, a partial batch response out."""
+    reflector = BatchReflector(Tier(tier), clients, event.get("Records") or [])
+    # skip_group_on_error: one user's failure holds back only that user's later jobs (see the module docstring).
+    processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+    return process_partial_response(event=event, record_handler=reflector.handle_record, processor=processor,
+                                    context=context)
 
 
 @dataclass
@@ -150,7 +164,7 @@ class BatchReflector:
         if scope is not None:
             project_id, job_id, user_id = scope
             with self.clients.db.transaction() as conn, conn.cursor() as cur:
-                outcomes_table.write_refusal(cur, project_id, user_id, self.tier, job_id, reason)
+                processed_jobs.write_refusal(cur, project_id, user_id, self.tier, job_id, reason)
         self.park(delivery, reason)
 
     def park(self, delivery: Delivery, reason: str) -> None:

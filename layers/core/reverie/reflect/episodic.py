@@ -6,7 +6,8 @@ import math
 from collections.abc import Sequence
 from datetime import date
 
-from reverie.models import ReflectionJob, Tier, TierStatus
+from reverie.domain.tiers import Tier, TierStatus
+from reverie.jobs.message import ReflectionJob
 from reverie.reflect import prompts
 from reverie.reflect.extract import item_for
 from reverie.reflect.plan import Change, Item, Plan

@@ -7,8 +7,9 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from reverie.models import ReflectionJob, Tier
-from reverie.observability import logger
+from reverie.domain.tiers import Tier
+from reverie.jobs.message import ReflectionJob
+from reverie.platform.observability import logger
 from reverie.reflect import prompts
 from reverie.reflect.plan import Item, clean_text
 

@@ -9,17 +9,17 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 
-import psycopg2.errors
 from aws_lambda_powertools.metrics import MetricUnit
 
-from reverie import ledger
-from reverie.metric_names import Metric
-from reverie.models import ReflectionJob, Tier, TierOutcome, TierStatus
-from reverie.observability import logger, metrics
+from reverie.domain.outcomes import TierOutcome
+from reverie.domain.tiers import Tier, TierStatus
+from reverie.jobs.message import ReflectionJob
+from reverie.llm.meter import Meter
+from reverie.platform.metric_names import Metric
+from reverie.platform.observability import logger, metrics
 from reverie.reflect import episodic, procedural, semantic
 from reverie.reflect.plan import Change, Plan
-from reverie.store import held_jobs, memories
-from reverie.store import reflection as outcomes_table
+from reverie.store import held_jobs, llm_usage, memories, processed_jobs, tombstones
 
 PLANNERS = {Tier.EPISODIC: episodic.plan, Tier.SEMANTIC: semantic.plan, Tier.PROCEDURAL: procedural.plan}
 FINAL = ("done", "empty")
@@ -33,7 +33,7 @@ def user_hash(user_id: str) -> str:
     return hashlib.sha256(user_id.encode()).hexdigest()[:12]
 
 
-def learn(clients, tier: Tier, jobs: Sequence[ReflectionJob], meter: ledger.Meter | None = None
+def learn(clients, tier: Tier, jobs: Sequence[ReflectionJob], meter: Meter | None = None
           ) -> dict[str, TierOutcome]:
     """Reflect the jobs (all of one project and user, in order) and return the outcome of those applied now.
 
@@ -47,12 +47,12 @@ def learn(clients, tier: Tier, jobs: Sequence[ReflectionJob], meter: ledger.Mete
     project_id, user_id = jobs[0].project_id, jobs[0].user_id
     if any(j.project_id != project_id or j.user_id != user_id for j in jobs):
         raise ValueError("a user batch holds the jobs of one project and user")
-    meter = meter or ledger.Meter(clients.llm)
+    meter = meter or Meter(clients.llm)
     db = clients.db
 
     with db.transaction() as conn, conn.cursor() as cur:
-        known = outcomes_table.statuses(cur, project_id, tier, [j.job_id for j in jobs])
-        forgotten = outcomes_table.forgotten_at(cur, project_id, user_id)
+        known = processed_jobs.statuses(cur, project_id, tier, [j.job_id for j in jobs])
+        forgotten = tombstones.forgotten_at(cur, project_id, user_id)
     pending = [j for j in jobs if known.get(j.job_id) not in FINAL]
     if not pending:
         with db.transaction() as conn, conn.cursor() as cur:
@@ -65,16 +65,16 @@ def learn(clients, tier: Tier, jobs: Sequence[ReflectionJob], meter: ledger.Mete
         with db.transaction() as conn, conn.cursor() as cur:
             # The forget cascade takes this lock too: once we hold it, a forget either committed (and we
             # see its tombstone below) or waits for our commit (and then deletes what we wrote).
-            outcomes_table.lock_user_tier(cur, project_id, user_id, tier)
+            tombstones.lock_user_tier(cur, project_id, user_id, tier)
             live = _still_live(cur, tier, pending, project_id, user_id)
             results = apply(cur, tier, project_id, user_id, plan.only({j.job_id for j in live}), live)
-            outcomes_table.write_outcomes(cur, project_id, user_id, tier, results)
+            processed_jobs.write_outcomes(cur, project_id, user_id, tier, results)
             held_jobs.release(cur, project_id, tier, [j.job_id for j in jobs])
             calls = meter.take()
             if live:
-                ledger.record(cur, project_id, user_id, tier.value, [j.job_id for j in live], calls)
+                llm_usage.record(cur, project_id, user_id, tier.value, [j.job_id for j in live], calls)
             else:
-                ledger.record(cur, project_id, None, tier.value, [], calls)
+                llm_usage.record(cur, project_id, None, tier.value, [], calls)
     except Exception:
         _record_spent(db, tier, project_id, user_id, pending, meter)
         raise
@@ -99,13 +99,13 @@ def _not_forgotten(jobs: Sequence[ReflectionJob], forgotten: datetime | None) ->
 def _still_live(cur, tier: Tier, pending, project_id: str, user_id: str) -> list[ReflectionJob]:
     """Under the lock: the pending jobs not forgotten meanwhile. If another delivery applied any of them
     while we were thinking, start over (the retry skips them)."""
-    now = outcomes_table.statuses(cur, project_id, tier, [j.job_id for j in pending])
+    now = processed_jobs.statuses(cur, project_id, tier, [j.job_id for j in pending])
     if any(now.get(j.job_id) in FINAL for j in pending):
         raise ReflectionRaced("jobs of this batch were applied by another delivery meanwhile")
-    return _not_forgotten(pending, outcomes_table.forgotten_at(cur, project_id, user_id))
+    return _not_forgotten(pending, tombstones.forgotten_at(cur, project_id, user_id))
 
 
-def _record_spent(db, tier: Tier, project_id: str, user_id: str, jobs, meter: ledger.Meter) -> None:
+def _record_spent(db, tier: Tier, project_id: str, user_id: str, jobs, meter: Meter) -> None:
     """The calls made before a failure were paid for: they go to the ledger even though nothing is learned
     (for the project only when the user has been forgotten since)."""
     calls = meter.take()
@@ -113,8 +113,8 @@ def _record_spent(db, tier: Tier, project_id: str, user_id: str, jobs, meter: le
         return
     try:
         with db.transaction() as conn, conn.cursor() as cur:
-            kept = _not_forgotten(jobs, outcomes_table.forgotten_at(cur, project_id, user_id))
-            ledger.record(cur, project_id, user_id if kept else None, tier.value, [j.job_id for j in kept], calls)
+            kept = _not_forgotten(jobs, tombstones.forgotten_at(cur, project_id, user_id))
+            llm_usage.record(cur, project_id, user_id if kept else None, tier.value, [j.job_id for j in kept], calls)
     except Exception:
         logger.exception("could not record the usage of a failed reflection", extra={"tier": tier.value})
 
@@ -138,7 +138,8 @@ def apply(cur, tier: Tier, project_id: str, user_id: str, plan: Plan, jobs: Sequ
             notes[job].append(change.note or "already known")
             continue
         if action == "UPDATE":
-            if _update(cur, tier, project_id, user_id, target, change):
+            if memories.refine(cur, project_id, user_id, target, change.item.text, embedding=change.item.embedding,
+                                embedding_model=change.item.embedding_model, job_id=change.item.job_id):
                 counts[job][1] += 1
                 stored[item.ref] = target
                 continue
@@ -190,16 +191,3 @@ def _insert(cur, tier: Tier, project_id: str, user_id: str, change: Change) -> s
         metadata=item.metadata, importance=item.importance, session_id=item.session_id,
         valid_from=item.valid_from, source_turn_ids=item.source_turn_ids, source_job_id=item.job_id,
     ), job_id=item.job_id)
-
-
-def _update(cur, tier: Tier, project_id: str, user_id: str, target: str, change: Change) -> bool:
-    # A savepoint: refining into a text another current memory already holds must not abort the batch.
-    cur.execute("SAVEPOINT refine")
-    try:
-        ok = memories.update_text(cur, project_id, user_id, target, change.item.text, embedding=change.item.embedding,
-                                  embedding_model=change.item.embedding_model, job_id=change.item.job_id)
-    except psycopg2.errors.UniqueViolation:
-        cur.execute("ROLLBACK TO SAVEPOINT refine")
-        return False
-    cur.execute("RELEASE SAVEPOINT refine")
-    return ok

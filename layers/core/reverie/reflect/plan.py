@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from reverie.models import TierStatus
+from reverie.domain.tiers import TierStatus
 
 Action = Literal["ADD", "UPDATE", "SUPERSEDE", "NOOP"]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from reverie.models import ReflectionJob, Tier
+from reverie.domain.tiers import Tier
+from reverie.jobs.message import ReflectionJob
 from reverie.reflect import reconcile
 from reverie.reflect.extract import extract_items
 from reverie.reflect.plan import Item, Plan

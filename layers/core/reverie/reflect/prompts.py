@@ -10,8 +10,9 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from reverie.domain.tiers import Tier
+from reverie.jobs.message import ReflectionJob
 from reverie.llm.tokens import estimate_tokens
-from reverie.models import ReflectionJob, Tier
 
 # Bounds on what one prompt carries: a job holds up to 200 turns of 32 KB, a prompt must stay cheap.
 MAX_TURNS_PER_JOB = 40

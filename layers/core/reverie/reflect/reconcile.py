@@ -13,12 +13,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from reverie.models import Tier
+from reverie.domain.tiers import Tier
 from reverie.reflect import prompts
 from reverie.reflect.plan import Change, Item
 from reverie.reflect.schemas import Decision, Reconciliation
+from reverie.store import memories, memory_search
 from reverie.store.memories import content_hash
-from reverie.store.reflection import Candidate
+from reverie.store.memory_search import Candidate
 
 # Cosine above which two texts say the same thing (paraphrase, punctuation, word order): never stored twice.
 NEAR_DUPLICATE = 0.92
@@ -172,15 +173,13 @@ def reconcile(meter, tier: Tier, items: Sequence[Item], found: Sequence[Sequence
 def plan_items(meter, db, tier: Tier, project_id: str, user_id: str, items: list[Item]) -> list[Change]:
     """Embed the items in one call, look up what each may relate to in one query, reconcile in at most one
     model call."""
-    from reverie.store import reflection
-
     if not items:
         return []
     vectors = meter.embed([item.text for item in items]).vectors
     for item, vector in zip(items, vectors, strict=True):
         item.embedding, item.embedding_model = vector, meter.embedding_model
-    probes = [reflection.Probe(item.embedding, item.slot, item.text) for item in items]
+    probes = [memory_search.Probe(item.embedding, item.slot, item.text) for item in items]
     with db.transaction() as conn, conn.cursor() as cur:
-        found = reflection.candidates(cur, project_id, user_id, tier, probes)
-        stored = reflection.current_hashes(cur, project_id, user_id, tier, [item.text for item in items])
+        found = memory_search.candidates(cur, project_id, user_id, tier, probes)
+        stored = memories.current_hashes(cur, project_id, user_id, tier, [item.text for item in items])
     return reconcile(meter, tier, items, found, stored)

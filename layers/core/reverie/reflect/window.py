@@ -19,19 +19,18 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from reverie import dlq
-from reverie.errors import InvalidJob
-from reverie.jobs import encode
-from reverie.metric_names import Metric
-from reverie.models import SAFE_ID_PATTERN, TIERS, ReflectionJob, Tier, TierStatus, utcnow
-from reverie.observability import logger, metrics
+from reverie.domain.errors import InvalidJob
+from reverie.domain.fields import SAFE_ID_PATTERN, utcnow
+from reverie.domain.tiers import TIERS, Tier, TierStatus
+from reverie.jobs import dlq
+from reverie.jobs.message import ReflectionJob, encode, parse_job
+from reverie.platform.metric_names import Metric
+from reverie.platform.observability import logger, metrics
 from reverie.reflect.learn import learn, user_hash
-from reverie.store import held_jobs
-from reverie.store import reflection as outcomes_table
+from reverie.store import held_jobs, processed_jobs
 
 CLOSE = "close_window"
 # At most this many held jobs are learned per model call round; a larger backlog is learned in rounds.
@@ -77,7 +76,7 @@ def take(clients, tier: Tier, jobs: Sequence[ReflectionJob], receive_counts: dic
     tier = Tier(tier)
     project_id, user_id = jobs[0].project_id, jobs[0].user_id
     with clients.db.transaction() as conn, conn.cursor() as cur:
-        held_jobs.hold(cur, tier, jobs)
+        held_jobs.hold(cur, project_id, user_id, tier, [(j.job_id, j.model_dump(mode="json")) for j in jobs])
         state = held_jobs.state(cur, project_id, user_id, tier)
     if not is_due(state, clients.settings):
         logger.debug("jobs held", extra={"tier": tier.value, "user_hash": user_hash(user_id), "held": state.jobs})
@@ -91,7 +90,7 @@ def close(clients, tier: Tier, project_id: str, user_id: str, *, receive_counts:
     (see the module docstring) and the error is raised."""
     while True:
         with clients.db.transaction() as conn, conn.cursor() as cur:
-            window = held_jobs.window(cur, project_id, user_id, tier, MAX_JOBS_PER_ROUND)
+            window = [parse_job(body) for body in held_jobs.window(cur, project_id, user_id, tier, MAX_JOBS_PER_ROUND)]
         if not window:
             return
         try:
@@ -138,7 +137,7 @@ def record_failure(clients, tier: Tier, window: Sequence[ReflectionJob], receive
                 dlq.park(clients, tier.value, encode(job), group_id=job.group_id,
                          dedup_key=f"held:{tier.value}:{job.job_id}")
             held_jobs.release(cur, project_id, tier, [j.job_id for j in leaving + to_park])
-            outcomes_table.write_failures(cur, project_id, user_id, tier, failures)
+            processed_jobs.write_failures(cur, project_id, user_id, tier, failures)
     except Exception:
         logger.exception("could not record a reflection failure", extra={"tier": tier.value})
     dead = len(leaving) + len(to_park)
@@ -166,9 +165,7 @@ def sweep(clients, limit: int = 1000) -> SweepResult:
     reflector learns it in the user's order; a close that is sent twice finds the window empty."""
     settings = clients.settings
     with clients.db.transaction() as conn, conn.cursor() as cur:
-        cur.execute("SELECT now()")
-        now = cur.fetchone()[0]
-        due = held_jobs.due_windows(cur, now - timedelta(seconds=settings.reflect_window_s), limit)
+        due = held_jobs.due_windows(cur, settings.reflect_window_s, limit)
     result = SweepResult(windows=len(due))
     minute = utcnow().strftime("%Y%m%d%H%M")
     for project_id, user_id, tier in due:

@@ -1,4 +1,9 @@
-"""Postgres: the connection pool, schema migrations and the repositories. All SQL lives here."""
+"""Postgres: the connection pool, schema migrations and one repository per table. All SQL lives here.
+
+memories (and memory_events) · memory_search (ranked lookups over memories) · processed_jobs · held_jobs ·
+narratives · llm_usage · projects (and api_keys) · tombstones (user_tombstones, the per-user lock) ·
+user_data (one user across every table: export and forget)
+"""
 
 from reverie.store.db import Database
 from reverie.store.migrations import check_schema, current_version, latest_version, migrate

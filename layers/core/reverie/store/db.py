@@ -11,7 +11,7 @@ import psycopg2.extras
 import psycopg2.pool
 from psycopg2.extensions import connection as PgConnection
 
-from reverie.errors import ServiceUnavailable
+from reverie.domain.errors import ServiceUnavailable
 
 psycopg2.extras.register_uuid()
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from psycopg2.extras import Json
 
-from reverie.jobs import parse_job
-from reverie.models import ReflectionJob, Tier
+from reverie.domain.tiers import Tier
 
 # Outcomes after which a job is never held again: it was applied (or found empty) in this tier.
 _APPLIED = ("done", "empty")
@@ -25,21 +25,21 @@ class WindowState:
     age_s: float  # how long the oldest has waited, by the database's clock (0 when empty)
 
 
-def hold(cur, tier: Tier, jobs: Sequence[ReflectionJob]) -> list[str]:
-    """Hold the jobs (all of one project and user, in order), skipping those already held or applied in this
-    tier. Returns the ids newly held."""
+def hold(cur, project_id: str, user_id: str, tier: Tier, jobs: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Hold one user's jobs, given in order as (job id, job as JSON), skipping those already held or applied in
+    this tier. Returns the ids newly held."""
     held = []
-    for job in jobs:
+    for job_id, body in jobs:
         cur.execute(
             "INSERT INTO held_jobs (project_id, user_id, tier, job_id, job)"
             " SELECT %(p)s, %(u)s, %(t)s, %(j)s, %(body)s WHERE NOT EXISTS (SELECT 1 FROM processed_jobs"
             "  WHERE project_id = %(p)s AND job_id = %(j)s AND tier = %(t)s AND status IN %(applied)s)"
             " ON CONFLICT (project_id, job_id, tier) DO NOTHING RETURNING job_id",
-            {"p": job.project_id, "u": job.user_id, "t": Tier(tier).value, "j": job.job_id,
-             "body": Json(job.model_dump(mode="json")), "applied": _APPLIED},
+            {"p": project_id, "u": user_id, "t": Tier(tier).value, "j": job_id, "body": Json(body),
+             "applied": _APPLIED},
         )
         if cur.fetchone() is not None:
-            held.append(job.job_id)
+            held.append(job_id)
     return held
 
 
@@ -53,13 +53,13 @@ def state(cur, project_id: str, user_id: str, tier: Tier) -> WindowState:
     return WindowState(jobs=int(count), age_s=float(age_s))
 
 
-def window(cur, project_id: str, user_id: str, tier: Tier, limit: int) -> list[ReflectionJob]:
-    """The user's held jobs in arrival order, at most `limit` (the oldest first)."""
+def window(cur, project_id: str, user_id: str, tier: Tier, limit: int) -> list[dict[str, Any]]:
+    """The user's held jobs (as JSON) in arrival order, at most `limit` (the oldest first)."""
     cur.execute(
         "SELECT job FROM held_jobs WHERE project_id = %s AND user_id = %s AND tier = %s ORDER BY seq LIMIT %s",
         (project_id, user_id, Tier(tier).value, limit),
     )
-    return [parse_job(body) for (body,) in cur.fetchall()]
+    return [body for (body,) in cur.fetchall()]
 
 
 def release(cur, project_id: str, tier: Tier, job_ids: Sequence[str]) -> int:
@@ -83,12 +83,13 @@ def count_failure(cur, project_id: str, tier: Tier, job_ids: Sequence[str], erro
     return {job_id: attempts for job_id, attempts in cur.fetchall()}
 
 
-def due_windows(cur, older_than: datetime, limit: int = 1000) -> list[tuple[str, str, Tier]]:
-    """(project, user, tier) of the windows whose oldest job was held before `older_than`."""
+def due_windows(cur, waited_s: float, limit: int = 1000) -> list[tuple[str, str, Tier]]:
+    """(project, user, tier) of the windows whose oldest job has been held `waited_s` seconds or more (by the
+    database's clock, which set held_at)."""
     cur.execute(
-        "SELECT project_id, user_id, tier FROM held_jobs WHERE held_at <= %s"
+        "SELECT project_id, user_id, tier FROM held_jobs WHERE held_at <= now() - make_interval(secs => %s)"
         " GROUP BY project_id, user_id, tier ORDER BY min(held_at) LIMIT %s",
-        (older_than, limit),
+        (waited_s, limit),
     )
     return [(p, u, Tier(t)) for p, u, t in cur.fetchall()]
 

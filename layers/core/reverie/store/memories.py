@@ -1,5 +1,5 @@
-"""The memories table (tiers 2-4) and its events: writes compose into a caller's transaction; reads scope
-by project and user."""
+"""The memories table (tiers 2-4) and its events (memory_events): writes compose into a caller's transaction;
+reads scope by project and user. Ranked lookups (search, reconciliation candidates) are in memory_search."""
 
 from __future__ import annotations
 
@@ -13,17 +13,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import psycopg2.errors
 from psycopg2.extras import Json
 
-from reverie.models import EventKind, Memory, MemoryEvent, Tier
+from reverie.domain.errors import ValidationFailed
+from reverie.domain.memory import Memory, MemoryEvent
+from reverie.domain.tiers import EventKind, Tier
 from reverie.store.db import Database, vector_literal
 
-_COLUMNS = (
+COLUMNS = (
     "id, user_id, tier, text, metadata, importance, valid_from, valid_to, recorded_at AS created_at, "
     "updated_at, superseded_at, superseded_by, source_job_id, session_id, embedding_model"
 )
-# Reciprocal rank fusion constant: the usual 60 keeps one list's top hit from drowning the other list.
-RRF_K = 60
 
 
 def normalise(text: str) -> str:
@@ -50,7 +51,7 @@ class NewMemory:
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
-def _memory(row: dict[str, Any]) -> Memory:
+def as_memory(row: dict[str, Any]) -> Memory:
     row = dict(row)
     for key in ("id", "superseded_by"):
         if row.get(key) is not None:
@@ -106,6 +107,21 @@ def update_text(
     return True
 
 
+def refine(cur, project_id: str, user_id: str, memory_id: str, text: str, *,
+           embedding: list[float] | None, embedding_model: str | None, job_id: str | None) -> bool:
+    """`update_text` in a savepoint: refining into a text another current memory already holds is False, and
+    leaves the caller's transaction usable."""
+    cur.execute("SAVEPOINT refine")
+    try:
+        ok = update_text(cur, project_id, user_id, memory_id, text, embedding=embedding,
+                         embedding_model=embedding_model, job_id=job_id)
+    except psycopg2.errors.UniqueViolation:
+        cur.execute("ROLLBACK TO SAVEPOINT refine")
+        return False
+    cur.execute("RELEASE SAVEPOINT refine")
+    return ok
+
+
 def supersede(
     cur, project_id: str, user_id: str, old_id: str, new_id: str, *, job_id: str | None,
     at: datetime | None = None,
@@ -142,9 +158,9 @@ def get(db: Database, project_id: str, memory_id: str) -> Memory | None:
     if not _is_uuid(memory_id):
         return None
     with db.cursor() as cur:
-        cur.execute(f"SELECT {_COLUMNS} FROM memories WHERE project_id = %s AND id = %s", (project_id, memory_id))
+        cur.execute(f"SELECT {COLUMNS} FROM memories WHERE project_id = %s AND id = %s", (project_id, memory_id))
         row = cur.fetchone()
-        return _memory(row) if row else None
+        return as_memory(row) if row else None
 
 
 def delete(db: Database, project_id: str, memory_id: str) -> bool:
@@ -195,12 +211,12 @@ def list_page(
     params.append(limit + 1)
     with db.read() as cur:
         cur.execute(
-            f"SELECT {_COLUMNS} FROM memories WHERE {' AND '.join(clauses)}"
+            f"SELECT {COLUMNS} FROM memories WHERE {' AND '.join(clauses)}"
             " ORDER BY recorded_at DESC, id DESC LIMIT %s",
             params,
         )
         rows = cur.fetchall()
-    page = [_memory(r) for r in rows[:limit]]
+    page = [as_memory(r) for r in rows[:limit]]
     next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
     return page, next_cursor
 
@@ -210,100 +226,49 @@ def current_by_tier(db: Database, project_id: str, user_id: str, tier: Tier, lim
     return page
 
 
-@dataclass(frozen=True)
-class Ranked:
-    """One hit of a ranked lookup: what fusion needs (the id, and the recorded_at its tie-break prefers), and
-    for a vector hit its distance (to merge scans of several tiers)."""
-
-    id: str
-    recorded_at: datetime
-    distance: float | None = None
-
-
-def nearest(
-    db: Database, project_id: str, user_id: str, embedding: list[float], *, k: int,
-    tiers: Sequence[Tier] | None = None, filters: dict[str, Any] | None = None, as_of: datetime | None = None,
-) -> list[Ranked]:
-    """The user's `k` memories nearest to `embedding` by cosine distance, best first.
-
-    Exact distances over the user's own rows (no global vector index: filtered to one user it keeps almost none
-    of that user's rows), on the half-precision copies in the covering index of migration 0004."""
-    where, params = _scope(project_id, user_id, tiers, filters, as_of)
-    params.update(qvec=vector_literal(embedding), k=k)
-    with db.read(cursor_factory=None) as cur:
-        cur.execute(
-            f"SELECT id::text, recorded_at, embedding_half <=> %(qvec)s::halfvec AS d FROM memories"
-            f" WHERE {where} AND embedding_half IS NOT NULL ORDER BY d LIMIT %(k)s",
-            params,
-        )
-        return [Ranked(row[0], row[1], row[2]) for row in cur.fetchall()]
-
-
-def matching(
-    db: Database, project_id: str, user_id: str, query: str, *, k: int,
-    tiers: Sequence[Tier] | None = None, filters: dict[str, Any] | None = None, as_of: datetime | None = None,
-) -> list[Ranked]:
-    """The user's `k` memories that best match any word of `query` (full text, ts_rank_cd), best first."""
-    terms = or_tsquery(query)
-    if not terms:
+def get_many(db: Database, project_id: str, memory_ids: list[str]) -> list[Memory]:
+    """Memories by id, in the order asked, scoped by project."""
+    if not memory_ids:
         return []
-    where, params = _scope(project_id, user_id, tiers, filters, as_of)
-    params.update(terms=terms, k=k)
-    with db.read(cursor_factory=None) as cur:
+    with db.cursor() as cur:
+        cur.execute(f"SELECT {COLUMNS} FROM memories WHERE project_id = %s AND id = ANY(%s::uuid[])",
+                    (project_id, memory_ids))
+        found = {str(r["id"]): as_memory(r) for r in cur.fetchall()}
+    return [found[i] for i in memory_ids if i in found]
+
+
+def superseded(db: Database, project_id: str, user_id: str, *, limit: int) -> list[Memory]:
+    """Facts that were replaced, newest replacement first: what the user's life used to be."""
+    with db.cursor() as cur:
         cur.execute(
-            f"SELECT id::text, recorded_at, ts_rank_cd(tsv, q) AS r FROM memories, to_tsquery('english', %(terms)s) q"
-            f" WHERE {where} AND tsv @@ q ORDER BY r DESC LIMIT %(k)s",
-            params,
+            f"SELECT {COLUMNS} FROM memories WHERE project_id = %s AND user_id = %s AND superseded_at IS NOT NULL"
+            " ORDER BY superseded_at DESC LIMIT %s",
+            (project_id, user_id, limit),
         )
-        return [Ranked(row[0], row[1]) for row in cur.fetchall()]
+        return [as_memory(r) for r in cur.fetchall()]
 
 
-def fetch(db: Database, project_id: str, user_id: str, ids: Sequence[str]) -> list[Memory]:
-    """The user's memories with these ids, in the order given; an id whose row is gone is skipped."""
-    if not ids:
-        return []
-    with db.read() as cur:
-        cur.execute(
-            f"SELECT {_COLUMNS} FROM memories WHERE project_id = %s AND user_id = %s AND id = ANY(%s::uuid[])",
-            (project_id, user_id, list(ids)),
-        )
-        rows = {str(row["id"]): row for row in cur.fetchall()}
-    return [_memory(rows[i]) for i in ids if i in rows]
-
-
-def _scope(
-    project_id: str, user_id: str, tiers: Sequence[Tier] | None, filters: dict[str, Any] | None,
-    as_of: datetime | None,
-) -> tuple[str, dict[str, Any]]:
-    """The rows a search may return: the user's, of these tiers, current (or current at `as_of`), matching
-    `filters` (metadata containment)."""
-    clauses = ["project_id = %(project)s", "user_id = %(user)s", "tier = ANY(%(tiers)s)"]
-    params: dict[str, Any] = {
-        "project": project_id, "user": user_id, "tiers": [Tier(t).value for t in (tiers or list(Tier))],
-    }
-    if as_of is None:
-        clauses.append("superseded_at IS NULL")
-    else:
-        clauses.append("recorded_at <= %(as_of)s AND (superseded_at IS NULL OR superseded_at > %(as_of)s)")
-        params["as_of"] = as_of
-    if filters:
-        clauses.append("metadata @> %(filters)s")
-        params["filters"] = Json(filters)
-    return " AND ".join(clauses), params
-
-
-def forget_user(cur, project_id: str, user_id: str) -> dict[str, int]:
-    """Remove everything durable of one user, and leave a tombstone so late jobs are dropped."""
-    counts = {}
-    for table in ("memories", "memory_events", "narratives", "llm_usage", "processed_jobs", "held_jobs"):
-        cur.execute(f"DELETE FROM {table} WHERE project_id = %s AND user_id = %s", (project_id, user_id))
-        counts[table] = cur.rowcount
+def current_id_by_text(cur, project_id: str, user_id: str, tier: Tier, text: str) -> str | None:
+    """The current memory with this normalised text, if any (the unique index allows one)."""
     cur.execute(
-        "INSERT INTO user_tombstones (project_id, user_id) VALUES (%s, %s)"
-        " ON CONFLICT (project_id, user_id) DO UPDATE SET forgotten_at = now()",
-        (project_id, user_id),
+        "SELECT id::text FROM memories WHERE project_id = %s AND user_id = %s AND tier = %s AND content_hash = %s"
+        " AND superseded_at IS NULL",
+        (project_id, user_id, Tier(tier).value, content_hash(text)),
     )
-    return counts
+    row = cur.fetchone()
+    return row[0] if row else None
+
+
+def current_hashes(cur, project_id: str, user_id: str, tier: Tier, texts: Sequence[str]) -> set[str]:
+    """Which of these texts are already stored as current memories (by normalised-text hash)."""
+    if not texts:
+        return set()
+    cur.execute(
+        "SELECT content_hash FROM memories WHERE project_id = %s AND user_id = %s AND tier = %s"
+        " AND superseded_at IS NULL AND content_hash = ANY(%s)",
+        (project_id, user_id, Tier(tier).value, [content_hash(t) for t in texts]),
+    )
+    return {row[0] for row in cur.fetchall()}
 
 
 # ---------------------------------------------------------------- helpers
@@ -324,8 +289,6 @@ def encode_cursor(at: datetime, memory_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    from reverie.errors import ValidationFailed
-
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         at, memory_id = json.loads(raw)
@@ -340,5 +303,3 @@ def _is_uuid(value: str) -> bool:
         return True
     except (ValueError, AttributeError, TypeError):
         return False
-
-

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-from reverie.errors import SchemaBehind
+from reverie.domain.errors import SchemaBehind
 from reverie.store.db import Database
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -72,7 +72,7 @@ def migrate(db: Database) -> list[Migration]:
 
 
 def check_schema(db: Database) -> int:
-    """Fail loudly, naming the fix, when the database is behind the code (seed 001)."""
+    """Fail loudly, naming the fix, when the database is behind the code."""
     have, need = current_version(db), latest_version()
     if have < need:
         raise SchemaBehind(

@@ -1,11 +1,100 @@
-"""Reads of job outcomes (processed_jobs) that the producer side needs."""
+"""The processed_jobs table: each tier's outcome of each job (done, empty, failed, dead) and when it was
+recorded. A tier applies a job at most once because its outcome row commits with its effects.
+
+Writes compose into a caller's transaction; every statement is scoped by project (and user where it writes).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
-from reverie.models import TIERS
+from reverie.domain.outcomes import TierOutcome
+from reverie.domain.tiers import TIERS, Tier, TierStatus
 from reverie.store.db import Database
+
+# An outcome a later delivery may replace: a failure. done and empty are final (exactly-once effect).
+_REPLACEABLE = ("failed", "dead")
+
+
+def statuses(cur, project_id: str, tier: Tier, job_ids: Sequence[str]) -> dict[str, str]:
+    """The recorded status of each of these jobs in one tier (jobs with no row are absent)."""
+    if not job_ids:
+        return {}
+    cur.execute(
+        "SELECT job_id, status FROM processed_jobs WHERE project_id = %s AND tier = %s AND job_id = ANY(%s)",
+        (project_id, Tier(tier).value, list(job_ids)),
+    )
+    return {row[0]: row[1] for row in cur.fetchall()}
+
+
+def write_outcomes(cur, project_id: str, user_id: str, tier: Tier, outcomes: dict[str, TierOutcome]) -> None:
+    """Record done/empty outcomes; they replace an earlier failure but never an earlier success."""
+    for job_id, o in outcomes.items():
+        cur.execute(
+            "INSERT INTO processed_jobs AS p (job_id, tier, project_id, user_id, status, added, updated, superseded,"
+            " reason, error) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, NULL)"
+            " ON CONFLICT (project_id, job_id, tier) DO UPDATE SET status = excluded.status,"
+            " added = excluded.added, updated = excluded.updated, superseded = excluded.superseded,"
+            " reason = excluded.reason, error = NULL, processed_at = now()"
+            " WHERE p.status IN %s",
+            (job_id, Tier(tier).value, project_id, user_id, TierStatus(o.status).value, o.added, o.updated,
+             o.superseded, o.reason, _REPLACEABLE),
+        )
+
+
+def write_failures(cur, project_id: str, user_id: str, tier: Tier,
+                   failures: dict[str, tuple[TierStatus, str, datetime]]) -> None:
+    """Record failed/dead with the error, unless the job already succeeded in this tier, or its user has been
+    forgotten since it was made (a forgotten user's jobs leave no row)."""
+    for job_id, (status, error, created_at) in failures.items():
+        cur.execute(
+            "INSERT INTO processed_jobs AS p (job_id, tier, project_id, user_id, status, error)"
+            " SELECT %s, %s, %s, %s, %s, %s WHERE NOT EXISTS (SELECT 1 FROM user_tombstones t"
+            " WHERE t.project_id = %s AND t.user_id = %s AND t.forgotten_at >= %s)"
+            " ON CONFLICT (project_id, job_id, tier) DO UPDATE SET status = excluded.status, error = excluded.error,"
+            " processed_at = now() WHERE p.status IN %s",
+            (job_id, Tier(tier).value, project_id, user_id, TierStatus(status).value, error[:2000], project_id,
+             user_id, created_at, _REPLACEABLE),
+        )
+
+
+def write_refusal(cur, project_id: str, user_id: str | None, tier: Tier, job_id: str, reason: str) -> bool:
+    """A refused (poison) job, so its status shows why. Only for a project that exists: a malformed body
+    must not create rows in some other scope."""
+    cur.execute(
+        "INSERT INTO processed_jobs AS p (job_id, tier, project_id, user_id, status, reason, error)"
+        " SELECT %s, %s, id, %s, 'failed', %s, %s FROM projects WHERE id = %s"
+        " ON CONFLICT (project_id, job_id, tier) DO UPDATE SET status = 'failed', reason = excluded.reason,"
+        " error = excluded.error, processed_at = now() WHERE p.status IN %s",
+        (job_id, Tier(tier).value, user_id or "", "refused: " + reason[:500], reason[:2000], project_id,
+         _REPLACEABLE),
+    )
+    return cur.rowcount > 0
+
+
+def job_rows(cur, project_id: str, job_id: str) -> list[dict[str, Any]]:
+    cur.execute(
+        "SELECT tier, status, added, updated, superseded, reason, error, processed_at FROM processed_jobs"
+        " WHERE project_id = %s AND job_id = %s",
+        (project_id, job_id),
+    )
+    columns = [c[0] for c in cur.description]
+    return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
+
+
+def errors_of(cur, tier: str, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
+    """The last recorded error of (project_id, job_id) pairs in one tier: for the DLQ listing."""
+    keys = list(keys)
+    if not keys:
+        return {}
+    cur.execute(
+        "SELECT project_id, job_id, coalesce(error, reason) FROM processed_jobs"
+        " WHERE tier = %s AND (project_id, job_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+        (tier, [k[0] for k in keys], [k[1] for k in keys]),
+    )
+    return {(r[0], r[1]): r[2] for r in cur.fetchall()}
 
 
 def any_tier_processed(db: Database, project_id: str, job_id: str) -> bool:
@@ -23,3 +112,18 @@ def last_processed_at(db: Database) -> dict[str, datetime | None]:
             cur.execute("SELECT max(processed_at) FROM processed_jobs WHERE tier = %s", (tier.value,))
             out[tier.value] = cur.fetchone()[0]
         return out
+
+
+def last_writes(db: Database, project_id: str) -> dict[str, Any]:
+    """Per tier, when the project's last job outcome was recorded and what it was."""
+    with db.cursor() as cur:
+        cur.execute(
+            "SELECT DISTINCT ON (tier) tier, processed_at, status FROM processed_jobs WHERE project_id = %s"
+            " ORDER BY tier, processed_at DESC",
+            (project_id,),
+        )
+        rows = {r["tier"]: r for r in cur.fetchall()}
+    return {
+        t.value: ({"at": rows[t.value]["processed_at"], "status": rows[t.value]["status"]} if t.value in rows else None)
+        for t in Tier
+    }

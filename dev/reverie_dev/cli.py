@@ -1,0 +1,181 @@
+"""The `reverie` command: migrate, projects and keys, the local stack, schedules, DLQs, and MCP over stdio."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from reverie.domain.tiers import Tier
+
+DLQ_TIERS = [t.value for t in Tier] + ["narrative"]
+
+
+def _clients():
+    from reverie.platform.clients import clients
+
+    return clients()
+
+
+def _raw_database():
+    """A connection that does not insist on the current schema (migrate is what brings it there)."""
+    return _clients().migration_database()
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from reverie.store import current_version, latest_version, migrate
+
+    db = _raw_database()
+    applied = migrate(db)
+    if applied:
+        for m in applied:
+            print(f"applied {m.version:04d}_{m.name}")
+    else:
+        print(f"schema is current (version {current_version(db)} of {latest_version()}); nothing to apply")
+    db.close()
+    return 0
+
+
+def cmd_project_create(args: argparse.Namespace) -> int:
+    from reverie.api.auth import issue_key
+    from reverie.store.projects import create_project
+
+    db = _clients().db
+    create_project(db, args.project_id, args.name)
+    key = issue_key(db, args.project_id, name="created by reverie project create")
+    print(json.dumps({"project_id": args.project_id, "key_id": key.key_id, "api_key": key.key}))
+    return 0
+
+
+def cmd_key_create(args: argparse.Namespace) -> int:
+    from reverie.api.auth import issue_key
+
+    key = issue_key(_clients().db, args.project_id, name=args.name or "")
+    print(json.dumps({"project_id": args.project_id, "key_id": key.key_id, "api_key": key.key}))
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from reverie_dev.local.runner import main_dev
+
+    return main_dev(args)
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from reverie_dev.local.runner import run_schedule
+
+    print(json.dumps(run_schedule(args.name, data_dir=args.data_dir), indent=2, default=str))
+    return 0
+
+
+def cmd_dlq(args: argparse.Namespace, clients=None) -> int:
+    """The `reverie dlq` command (on the process's clients unless given others)."""
+    from reverie.jobs import dlq
+
+    clients = clients or _clients()
+    name = args.tier
+    try:
+        if args.action == "list":
+            parked = dlq.list_messages(clients, name, limit=getattr(args, "limit", None) or dlq.LIST_LIMIT)
+            print(f"{len(parked)} message(s) in the {name} dead-letter queue")
+            for p in parked:
+                print(p.summary())
+            return 0
+        if args.action == "show":
+            found = dlq.show(clients, name, args.message_id)
+            if found is None:
+                print(f"no message {args.message_id} in the {name} dead-letter queue", file=sys.stderr)
+                return 1
+            print(json.dumps(found.as_dict(), indent=2, default=str))
+            return 0
+        if args.action == "redrive":
+            result = dlq.redrive(clients, name, limit=getattr(args, "limit", None))
+            if result.method == "move-task":
+                print(f"started a move task {result.task_handle}: {result.note}")
+            else:
+                print(f"moved {result.moved} message(s) back to the {name} queue ({result.note})")
+            return 0
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"error: unknown action {args.action!r}", file=sys.stderr)
+    return 2
+
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    from reverie_dev.mcp_stdio import run_stdio
+
+    run_stdio(args.url, args.api_key, args.user_id)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="reverie", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("migrate", help="apply schema migrations (a no-op when current)").set_defaults(func=cmd_migrate)
+
+    project = sub.add_parser("project", help="projects").add_subparsers(dest="action", required=True)
+    create = project.add_parser("create", help="create a project and print its first API key")
+    create.add_argument("project_id")
+    create.add_argument("--name")
+    create.set_defaults(func=cmd_project_create)
+
+    key = sub.add_parser("key", help="API keys").add_subparsers(dest="action", required=True)
+    kc = key.add_parser("create", help="issue another API key for a project")
+    kc.add_argument("project_id")
+    kc.add_argument("--name")
+    kc.set_defaults(func=cmd_key_create)
+
+    dev = sub.add_parser("dev", help="run the whole system locally (API on localhost:3000)")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.add_argument("--data-dir", default=".reverie")
+    dev.add_argument("--reset", action="store_true", help="wipe the local data first")
+    dev.add_argument("--schedule-rate", type=float, default=None,
+                     help="seconds between local schedule firings (default: the template's rates)")
+    dev.add_argument("--retry-delay", type=float, default=None,
+                     help="seconds before a failed queue message is retried (default 2; Lambda waits for the "
+                          "queue's visibility timeout)")
+    dev.set_defaults(func=cmd_dev)
+
+    schedule = sub.add_parser("schedule", help="schedules").add_subparsers(dest="action", required=True)
+    run = schedule.add_parser("run", help="fire a schedule's function now")
+    run.add_argument("name", help="weekly | health")
+    run.add_argument("--data-dir", default=".reverie", help="the data dir of the running `reverie dev`")
+    run.set_defaults(func=cmd_schedule)
+
+    dlq = sub.add_parser("dlq", help="dead-letter queues").add_subparsers(dest="action", required=True)
+    for action in ("list", "show", "redrive"):
+        a = dlq.add_parser(action)
+        a.add_argument("--tier", required=True, choices=DLQ_TIERS)
+        if action == "show":
+            a.add_argument("message_id")
+        if action == "redrive":
+            a.add_argument("--limit", type=int, default=None)
+        a.set_defaults(func=cmd_dlq)
+
+    mcp = sub.add_parser("mcp", help="an MCP server over stdio, forwarding to the HTTP API")
+    mcp.add_argument("--url", default="http://localhost:3000")
+    mcp.add_argument("--api-key", required=True)
+    mcp.add_argument("--user-id", required=True)
+    mcp.set_defaults(func=cmd_mcp)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from reverie.domain.errors import ReverieError
+
+        if isinstance(exc, ReverieError):
+            print(f"error: {exc.message}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""The memory API's operations on memories: add (learned or stored as given), list, get, history, delete,
+search, ask, deep query and the context block. Every operation is scoped by the API key's project."""
+
+from __future__ import annotations
+
+from reverie.api.resolver import Reply
+from reverie.api.schemas import (
+    AddMemoriesRequest,
+    AskAnswer,
+    AskRequest,
+    ContextBlock,
+    ContextQuery,
+    DeepAnswer,
+    DeepQueryRequest,
+    EventList,
+    JobAccepted,
+    ListMemoriesQuery,
+    MemoryList,
+    MemoryPage,
+    SearchHit,
+    SearchRequest,
+    SearchResults,
+)
+from reverie.chat import answers, recall
+from reverie.domain.errors import NotFound, ServiceUnavailable
+from reverie.domain.memory import ContextMemory, Memory, ScoredMemory, Turn
+from reverie.jobs import delivery
+from reverie.jobs.message import make_job
+from reverie.llm import LLMError
+from reverie.store import memories
+from reverie.store.memories import NewMemory
+
+
+def _context_memory(memory: ScoredMemory) -> ContextMemory:
+    return ContextMemory(id=memory.id, tier=memory.tier, text=memory.text, score=memory.score)
+
+
+def add_memories(clients, project_id: str, request: AddMemoriesRequest) -> Reply:
+    """infer=true: one reflection job for the tiers to learn from (202 {job_id}); infer=false: the messages
+    stored as given in the requested tier, with embeddings (201 {memories})."""
+    if request.infer:
+        return Reply(202, JobAccepted(job_id=_queue_reflection(clients, project_id, request)))
+    return Reply(201, MemoryList(memories=_store_as_given(clients, project_id, request)))
+
+
+def _queue_reflection(clients, project_id: str, request: AddMemoriesRequest) -> str:
+    turns = [Turn(role=m.role, content=m.content) for m in request.messages]
+    job = make_job(
+        project_id=project_id, user_id=request.user_id, session_id=request.session_id, turns=turns,
+        source="api", metadata=request.metadata,
+    )
+    # The topic, or the user's outbox when the topic refuses it (drained in order by the health probe).
+    if not delivery.deliver(clients, job).saved:
+        raise ServiceUnavailable("could not queue the job; try again")
+    return job.job_id
+
+
+def _store_as_given(clients, project_id: str, request: AddMemoriesRequest) -> list[Memory]:
+    texts = list(dict.fromkeys(m.content.strip() for m in request.messages))
+    try:
+        embedded = clients.llm.embed(texts)
+    except LLMError as exc:
+        raise ServiceUnavailable("the embedding model is unavailable; try again") from exc
+    ids = []
+    with clients.db.transaction() as conn, conn.cursor() as cur:
+        for text, vector in zip(texts, embedded.vectors, strict=True):
+            memory = NewMemory(
+                tier=request.tier, text=text, embedding=vector, embedding_model=clients.llm.embedding_model,
+                metadata=request.metadata, session_id=request.session_id,
+            )
+            # An equal current memory already exists: answer with it rather than store the fact twice.
+            ids.append(memories.insert(cur, project_id, request.user_id, memory)
+                       or memories.current_id_by_text(cur, project_id, request.user_id, request.tier, text))
+    answers.record_usage(clients, project_id, request.user_id, "embed", embedded.usage)
+    return memories.get_many(clients.db, project_id, [i for i in ids if i])
+
+
+def list_memories(clients, project_id: str, query: ListMemoriesQuery) -> MemoryPage:
+    page, next_cursor = memories.list_page(
+        clients.db, project_id, query.user_id, tier=query.tier, limit=query.limit, cursor=query.cursor,
+    )
+    return MemoryPage(memories=page, next_cursor=next_cursor)
+
+
+def get_memory(clients, project_id: str, memory_id: str) -> Memory:
+    memory = memories.get(clients.db, project_id, memory_id)
+    if memory is None:
+        raise NotFound("no memory with this id")
+    return memory
+
+
+def memory_history(clients, project_id: str, memory_id: str) -> EventList:
+    """Every change of a memory; it outlives a delete (the DELETE event is the last one)."""
+    events = memories.history(clients.db, project_id, memory_id)
+    if not events and memories.get(clients.db, project_id, memory_id) is None:
+        raise NotFound("no memory with this id")
+    return EventList(events=events)
+
+
+def delete_memory(clients, project_id: str, memory_id: str) -> None:
+    if not memories.delete(clients.db, project_id, memory_id):
+        raise NotFound("no memory with this id")
+
+
+def search(clients, project_id: str, request: SearchRequest) -> SearchResults:
+    found = recall.search(
+        clients, project_id, request.user_id, request.query, tiers=request.tiers, limit=request.limit,
+        filters=request.filters or None, as_of=request.as_of,
+    )
+    return SearchResults(results=[SearchHit.model_validate(m.model_dump()) for m in found])
+
+
+def ask(clients, project_id: str, request: AskRequest) -> AskAnswer:
+    return answers.ask(clients, project_id, request.user_id, request.question)
+
+
+def deep_query(clients, project_id: str, request: DeepQueryRequest) -> DeepAnswer:
+    return answers.deep_query(clients, project_id, request.user_id, request.query)
+
+
+def context(clients, project_id: str, query: ContextQuery) -> ContextBlock:
+    """The start-of-conversation block: narrative, rules, memories and recent turns within max_tokens."""
+    built = recall.build_context(
+        clients, project_id, query.user_id, query=query.query, session_id=query.session_id,
+        max_tokens=query.max_tokens,
+    )
+    return ContextBlock(
+        narrative=built.narrative, narrative_version=built.narrative_version,
+        rules=[_context_memory(m) for m in built.rules], memories=[_context_memory(m) for m in built.memories],
+        recent_turns=list(built.recent_turns), tokens=built.tokens, degraded=built.degraded,
+    )

@@ -1,0 +1,184 @@
+"""The memory API's routes (everything but chat): each parses, calls its operation, answers. The error
+mapping they share is the resolver's (reverie.api.resolver)."""
+
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
+
+from reverie.api import jobs, memories, openapi, users
+from reverie.api.mcp import transport
+from reverie.api.resolver import JSON, make_resolver, project_id
+from reverie.api.schemas import (
+    AddMemoriesRequest,
+    AskAnswer,
+    AskRequest,
+    ContextBlock,
+    ContextQuery,
+    DeepAnswer,
+    DeepQueryRequest,
+    EventList,
+    JobAccepted,
+    ListMemoriesQuery,
+    MemoryList,
+    MemoryPage,
+    NarrativeAnswer,
+    NarrativePending,
+    SearchRequest,
+    SearchResults,
+    UserExport,
+    parse,
+)
+from reverie.domain.fields import MAX_PAGE_SIZE, MESSAGE_TEXT_PATTERN, SAFE_ID_PATTERN
+from reverie.domain.memory import Memory
+from reverie.domain.outcomes import JobStatus
+from reverie.domain.tiers import Tier
+from reverie.platform.clients import clients
+
+app = make_resolver()
+
+# The largest valid body (100 messages of 32 KB and their metadata) with room to spare; bigger is a 413 at once.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+# A query string travels in the URL, whose request line API Gateway caps (10 KB with the headers).
+CONTEXT_QUERY_CHARS = 2000
+
+UserPath = Annotated[str, Path(pattern=SAFE_ID_PATTERN, description="The user's id in your application.")]
+UserQuery = Annotated[str, Query(pattern=SAFE_ID_PATTERN, description="The user's id in your application.")]
+MemoryId = Annotated[str, Path(description="A memory id (a UUID); any other value is simply not found.")]
+JobId = Annotated[str, Path(pattern=SAFE_ID_PATTERN, description="A job id from a 202 answer.")]
+
+
+def _json(model, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"model": model}}}
+
+
+# ---------------------------------------------------------------- memories
+
+
+@app.post("/v1/memories", summary="Add memories", responses={
+    201: _json(MemoryList, "infer=false: stored as given."),
+    202: _json(JobAccepted, "infer=true: a reflection job was queued; poll GET /v1/jobs/{job_id}."),
+})
+
+
+def add_memories(request: AddMemoriesRequest) -> Response[MemoryList | JobAccepted]:
+    return memories.add_memories(clients(), project_id(app), request).response()
+
+
+@app.get("/v1/memories", summary="List a user's current memories, newest first")
+def list_memories(
+    user_id: UserQuery,
+    tier: Annotated[Tier | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512, pattern=r"^[A-Za-z0-9_-]+$",
+                                        description="next_cursor of the previous page; any other is a 400.")] = None,
+) -> MemoryPage:
+    query = parse(ListMemoriesQuery, {"user_id": user_id, "tier": tier, "limit": limit, "cursor": cursor})
+    return memories.list_memories(clients(), project_id(app), query)
+
+
+@app.get("/v1/memories/<memory_id>", summary="Get a memory (current or superseded)")
+def get_memory(memory_id: MemoryId) -> Memory:
+    return memories.get_memory(clients(), project_id(app), memory_id)
+
+
+@app.get("/v1/memories/<memory_id>/history", summary="Every change of a memory")
+def memory_history(memory_id: MemoryId) -> EventList:
+    return memories.memory_history(clients(), project_id(app), memory_id)
+
+
+@app.delete("/v1/memories/<memory_id>", summary="Delete a memory", status_code=204,
+            responses={204: {"description": "Deleted."}})
+
+
+def delete_memory(memory_id: MemoryId):
+    memories.delete_memory(clients(), project_id(app), memory_id)
+    return Response(204)
+
+
+@app.post("/v1/memories/search", summary="Hybrid search over a user's memories")
+def search(request: SearchRequest) -> SearchResults:
+    return memories.search(clients(), project_id(app), request)
+
+
+@app.post("/v1/memories/ask", summary="Answer a question from memories, with citations")
+def ask(request: AskRequest) -> AskAnswer:
+    return memories.ask(clients(), project_id(app), request)
+
+
+@app.post("/v1/memories/deep-query", summary="Answer across every tier and the timeline, with citations")
+def deep_query(request: DeepQueryRequest) -> DeepAnswer:
+    return memories.deep_query(clients(), project_id(app), request)
+
+
+@app.get("/v1/context", summary="The start-of-conversation context block, within max_tokens")
+def context(
+    user_id: UserQuery,
+    session_id: Annotated[str | None, Query(pattern=SAFE_ID_PATTERN)] = None,
+    query: Annotated[str | None, Query(max_length=CONTEXT_QUERY_CHARS, pattern=MESSAGE_TEXT_PATTERN, description=(
+        "The user's current message, to pick memories by (cut it to fit: a URL must stay within API Gateway's "
+        "request-line limit)."))] = None,
+    max_tokens: Annotated[int, Query(ge=50, le=32000)] = 1500,
+) -> ContextBlock:
+    parsed = parse(ContextQuery, {"user_id": user_id, "session_id": session_id, "query": query,
+                                          "max_tokens": max_tokens})
+    return memories.context(clients(), project_id(app), parsed)
+
+
+# ---------------------------------------------------------------- users
+
+
+@app.get("/v1/users/<user_id>/narrative", summary="The user's narrative", responses={
+    200: _json(NarrativeAnswer, "The newest version."),
+    202: _json(NarrativePending, "None yet: a job was queued; ask again later."),
+})
+
+
+def get_narrative(user_id: UserPath) -> Response[NarrativeAnswer | NarrativePending]:
+    return users.get_narrative(clients(), project_id(app), user_id).response()
+
+
+@app.post("/v1/users/<user_id>/narrative/regenerate", summary="Queue a new narrative version", status_code=202)
+def regenerate_narrative(user_id: UserPath) -> Response[JobAccepted]:
+    return Response(202, JSON, users.regenerate_narrative(clients(), project_id(app), user_id))
+
+
+@app.get("/v1/users/<user_id>/export", summary="Everything stored for the user")
+def export_user(user_id: UserPath) -> UserExport:
+    return users.export_user(clients(), project_id(app), user_id)
+
+
+@app.delete("/v1/users/<user_id>", summary="Forget the user everywhere", status_code=202)
+def forget_user(user_id: UserPath) -> Response[JobAccepted]:
+    return Response(202, JSON, users.forget_user(clients(), project_id(app), user_id))
+
+
+# ---------------------------------------------------------------- jobs, status, OpenAPI, MCP
+
+
+@app.get("/v1/jobs/<job_id>", summary="A job's outcome per tier (ETag; Retry-After while not final)",
+         responses={200: _json(JobStatus, "The job's outcome per tier."),
+                    304: {"description": "Unchanged since the ETag sent in If-None-Match."}})
+
+
+def job(
+    job_id: JobId, if_none_match: Annotated[str | None, Header(max_length=1024)] = None,
+) -> Response[JobStatus | None]:
+    return jobs.job(clients(), project_id(app), job_id, if_none_match).response()
+
+
+@app.get("/v1/status", summary="Queue depths, DLQs, the outbox and the last write per tier")
+def status() -> dict:
+    return jobs.status(clients(), project_id(app))
+
+
+@app.get("/v1/openapi.json", include_in_schema=False)
+def openapi_document() -> dict:
+    return openapi.document(app)
+
+
+@app.route("/mcp", method=["GET", "POST", "DELETE"], include_in_schema=False)
+def mcp():
+    answer = transport.serve_apigw(clients(), project_id(app), app.current_event.raw_event)
+    headers = {k: v for k, v in answer.headers.items() if k != "content-length"}  # API Gateway sets its own
+    return Response(answer.status, None, answer.body.decode("utf-8"), headers=headers)

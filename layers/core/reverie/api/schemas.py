@@ -1,0 +1,226 @@
+"""What the memory API takes and answers: request models (strict: an unknown field is a 400) and answer
+models, defined once for the routes, the MCP tools and the OpenAPI document."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, Field, ValidationError
+
+from reverie.chat.answers import AskAnswer, DeepAnswer
+from reverie.domain.errors import ValidationFailed, validation_details
+from reverie.domain.fields import (
+    MAX_PAGE_SIZE,
+    SAFE_ID_PATTERN,
+    MessageText,
+    Metadata,
+    ProjectScoped,
+    SafeId,
+    Strict,
+)
+from reverie.domain.memory import ContextMemory, Memory, MemoryEvent, Turn
+from reverie.domain.tiers import Tier
+from reverie.jobs.message import ReflectionJob
+
+__all__ = ["AskAnswer", "DeepAnswer"]
+
+M = TypeVar("M", bound=BaseModel)
+_SAFE_ID = re.compile(SAFE_ID_PATTERN)
+
+
+# ---------------------------------------------------------------- requests
+
+
+class InputMessage(Strict):
+    role: Literal["user", "assistant", "system"] = "user"
+    content: MessageText
+
+
+class AddMemoriesRequest(ProjectScoped):
+    user_id: SafeId
+    session_id: SafeId = "api"
+    messages: list[InputMessage] = Field(min_length=1, max_length=100)
+    infer: bool = True
+    tier: Tier = Tier.SEMANTIC  # where infer=false stores the messages as given
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class ListMemoriesQuery(ProjectScoped):
+    user_id: SafeId
+    tier: Tier | None = None
+    limit: int = Field(50, ge=1, le=MAX_PAGE_SIZE)
+    cursor: str | None = Field(None, max_length=512)
+
+
+class SearchRequest(ProjectScoped):
+    user_id: SafeId
+    query: MessageText
+    tiers: list[Tier] | None = None
+    limit: int = Field(10, ge=1, le=MAX_PAGE_SIZE)
+    filters: Metadata = Field(default_factory=dict)
+    as_of: datetime | None = None
+
+
+class AskRequest(ProjectScoped):
+    user_id: SafeId
+    question: MessageText
+
+
+class DeepQueryRequest(ProjectScoped):
+    user_id: SafeId
+    query: MessageText
+
+
+class ContextQuery(ProjectScoped):
+    user_id: SafeId
+    session_id: SafeId | None = None
+    query: MessageText | None = None
+    max_tokens: int = Field(1500, ge=50, le=32000)
+
+
+# ---------------------------------------------------------------- answers
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+
+
+class MemoryList(BaseModel):
+    memories: list[Memory]
+
+
+class MemoryPage(BaseModel):
+    memories: list[Memory]
+    next_cursor: str | None = None
+
+
+class EventList(BaseModel):
+    events: list[MemoryEvent]
+
+
+class SearchHit(BaseModel):
+    id: str
+    tier: Tier
+    text: str
+    score: float
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    created_at: datetime
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class SearchResults(BaseModel):
+    results: list[SearchHit]
+
+
+class ContextBlock(BaseModel):
+    narrative: str | None = None
+    narrative_version: int | None = None
+    rules: list[ContextMemory]
+    memories: list[ContextMemory]
+    recent_turns: list[Turn]
+    tokens: int
+    degraded: list[str] = Field(default_factory=list, description="engines that were unreachable, so parts are missing")
+
+
+class NarrativeAnswer(BaseModel):
+    narrative: str
+    version: int
+    generated_at: datetime
+    citations: list[str]
+
+
+class NarrativePending(BaseModel):
+    status: Literal["generating"] = "generating"
+    job_id: str | None = None
+
+
+class ExportedNarrative(BaseModel):
+    version: int
+    text: str
+    citations: list[str]
+    model: str | None = None
+    generated_at: datetime
+
+
+class ExportedJob(BaseModel):
+    job_id: str
+    tier: str
+    status: str
+    added: int
+    updated: int
+    superseded: int
+    reason: str | None = None
+    error: str | None = None
+    processed_at: datetime
+
+
+class ExportedUsage(BaseModel):
+    job_id: str | None = None
+    job_ids: list[str] = Field(default_factory=list)
+    tier: str | None = None
+    purpose: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    calls: int
+    created_at: datetime
+
+
+class ExportedSession(BaseModel):
+    session_id: str
+    turns: list[Turn]
+
+
+class ExportedHeldJob(BaseModel):
+    """A job a tier holds in the user's reflection window, not learned yet (it carries the user's words)."""
+
+    tier: str
+    held_at: datetime
+    attempts: int
+    last_error: str | None = None
+    job: ReflectionJob
+
+
+class UserExport(BaseModel):
+    user_id: str
+    exported_at: datetime
+    memories: list[Memory]
+    events: list[MemoryEvent]
+    narratives: list[ExportedNarrative]
+    jobs: list[ExportedJob]
+    usage: list[ExportedUsage]
+    working_memory: list[ExportedSession]
+    held_jobs: list[ExportedHeldJob] = Field(default_factory=list)
+    truncated: list[str] = Field(default_factory=list, description="parts cut at the export's row limit")
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+# ---------------------------------------------------------------- validation
+
+
+def parse(model: type[M], data: Any) -> M:
+    """Validate input into a request model; a failure is a 400 with the fields that were wrong."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        details = validation_details(exc)
+        message = "; ".join(f"{d['field'] or 'body'}: {d['message']}" for d in details[:3]) or "invalid request"
+        raise ValidationFailed(message, details=details) from exc
+
+
+def check_user_id(user_id: str) -> str:
+    if not isinstance(user_id, str) or not _SAFE_ID.match(user_id):
+        raise ValidationFailed("user_id: must be 1-128 characters of letters, digits and . _ : @ -")
+    return user_id

@@ -1,0 +1,18 @@
+"""The narrative guard: a cache miss queues one generation job per user, not one per poll."""
+
+from __future__ import annotations
+
+from reverie.cache import keys
+
+# Later misses within this window only answer 202.
+PENDING_TTL_S = 300
+
+
+def claim_generation(valkey, project_id: str, user_id: str) -> bool:
+    """True for the first miss in the window (it queues the job); False while one is pending."""
+    return bool(valkey.set(keys.narrative_pending(project_id, user_id), "1", nx=True, ex=PENDING_TTL_S))
+
+
+def release_generation(valkey, project_id: str, user_id: str) -> int:
+    """Let the next miss queue a job (the last one could not be queued, or the user was forgotten)."""
+    return int(valkey.delete(keys.narrative_pending(project_id, user_id)))

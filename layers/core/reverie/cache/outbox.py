@@ -1,0 +1,131 @@
+"""The outbox: reflection jobs not yet on the topic, parked in Valkey per user until a drain publishes them.
+
+Per user, a hash of parked jobs (job id -> job) and a hash of drainers' claims (job id -> when claimed); an
+index (a sorted set) of the users with parked jobs, by when their oldest was parked, for the health probe.
+How jobs get here and leave is reverie.jobs.delivery's; this module keeps the structure consistent.
+
+Why claim -> publish -> remove, and what a crash in between costs.
+SNS and Valkey are two systems, so publishing a job and removing it from the outbox cannot be one atomic
+step. Removing first would lose the job if the drainer died before publishing; publishing first can at
+worst send it twice, so that is the order. Before publishing, a drainer claims the job (HSETNX of the
+claim time); a failed publish releases the claim, a successful one removes job and claim atomically
+(a script). So a claim that outlives its lease means a drainer died mid-publish, outcome unknown:
+  - claim younger than the lease: another drainer may be publishing it now; stop (and keep the order);
+  - younger than SAFE_REPUBLISH_S: republish. The dedup id is the job id, and SNS FIFO drops a
+    duplicate within its 5-minute window, so this sends nothing twice;
+  - older: SNS would no longer drop a duplicate. If any tier has recorded the job (processed_jobs), it
+    was published: remove it without publishing. Otherwise republish; the remaining case (published,
+    still waiting in a queue after 4 minutes) is applied at most once per tier by the reflectors
+    (processed_jobs), so it changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from enum import Enum
+from typing import Any
+
+from reverie.cache import keys
+
+CLAIM_LEASE_S = 60
+SNS_DEDUP_WINDOW_S = 300
+SAFE_REPUBLISH_S = SNS_DEDUP_WINDOW_S - 60  # margin for a publish that itself took a while
+
+_ACK = """
+local removed = redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+if redis.call('HLEN', KEYS[1]) == 0 then
+    redis.call('DEL', KEYS[2])
+    redis.call('ZREM', KEYS[3], KEYS[1])
+end
+return removed
+"""
+
+
+class Claim(Enum):
+    FRESH = "fresh"  # nobody held it: publish
+    BUSY = "busy"  # another drainer holds it within its lease: stop
+    TAKEN_OVER = "taken_over"  # its drainer died recently: republishing is deduplicated by SNS
+    UNKNOWN = "unknown"  # its drainer died long ago: check whether it was published before republishing
+
+
+def park(pipe_or_valkey, project_id: str, user_id: str, job_id: str, body: str) -> None:
+    """Add a job to its user's outbox. The index entry goes first: if only it is written, a drain finds
+    an empty outbox and removes the entry; the reverse order could hide a job from the health probe."""
+    key = keys.outbox(project_id, user_id)
+    pipe_or_valkey.zadd(keys.OUTBOX_INDEX, {key: time.time()}, nx=True)
+    pipe_or_valkey.hset(key, job_id, body)
+
+
+def has_parked(valkey, project_id: str, user_id: str) -> bool:
+    return bool(valkey.exists(keys.outbox(project_id, user_id)))
+
+
+def is_parked(valkey, project_id: str, user_id: str, job_id: str) -> bool:
+    return bool(valkey.hexists(keys.outbox(project_id, user_id), job_id))
+
+
+def parked(valkey, project_id: str, user_id: str) -> dict[str, bytes]:
+    """The user's parked jobs: job id -> the job as it was parked."""
+    return {(k.decode() if isinstance(k, bytes) else k): v
+            for k, v in valkey.hgetall(keys.outbox(project_id, user_id)).items()}
+
+
+def pending(valkey, project_id: str, user_id: str) -> int:
+    return valkey.hlen(keys.outbox(project_id, user_id))
+
+
+def claim(valkey, project_id: str, user_id: str, job_id: str) -> Claim:
+    claims = keys.outbox_claims(project_id, user_id)
+    now = time.time()
+    if valkey.hsetnx(claims, job_id, now):
+        return Claim.FRESH
+    raw = valkey.hget(claims, job_id)
+    age = now - float(raw) if raw else 0.0
+    if age < CLAIM_LEASE_S:
+        return Claim.BUSY
+    valkey.hset(claims, job_id, now)
+    return Claim.TAKEN_OVER if age < SAFE_REPUBLISH_S else Claim.UNKNOWN
+
+
+def release(valkey, project_id: str, user_id: str, job_id: str) -> None:
+    """Give up a claim (the publish failed): the next drain tries the job again."""
+    valkey.hdel(keys.outbox_claims(project_id, user_id), job_id)
+
+
+def remove(valkey, project_id: str, user_id: str, job_id: str) -> None:
+    """Remove a published job and its claim at once, and the user's index entry with the last job. An empty
+    `job_id` only clears a stale index entry."""
+    key = keys.outbox(project_id, user_id)
+    valkey.eval(_ACK, 3, key, keys.outbox_claims(project_id, user_id), keys.OUTBOX_INDEX, job_id)
+
+
+def owners(valkey, limit: int) -> Iterator[tuple[str, str]]:
+    """(project_id, user_id) of the users with parked jobs, the longest-waiting first."""
+    for raw_key in valkey.zrange(keys.OUTBOX_INDEX, 0, limit - 1):
+        yield keys.outbox_owner(raw_key.decode() if isinstance(raw_key, bytes) else raw_key)
+
+
+def stats(valkey) -> dict[str, Any]:
+    """{users, jobs, oldest_age_s}: what /v1/status and the health probe report."""
+    entries = valkey.zrange(keys.OUTBOX_INDEX, 0, -1, withscores=True)
+    if not entries:
+        return {"users": 0, "jobs": 0, "oldest_age_s": 0}
+    pipe = valkey.pipeline(transaction=False)
+    for key, _ in entries:
+        pipe.hlen(key)
+    counts = pipe.execute()
+    oldest = min(score for _, score in entries)
+    return {"users": sum(1 for c in counts if c), "jobs": sum(counts),
+            "oldest_age_s": round(max(0.0, time.time() - oldest), 1)}
+
+
+def forget_user(valkey, project_id: str, user_id: str) -> int:
+    """Drop a forgotten user's parked jobs. Returns keys deleted."""
+    key = keys.outbox(project_id, user_id)
+    pipe = valkey.pipeline(transaction=False)
+    pipe.delete(key, keys.outbox_claims(project_id, user_id))
+    pipe.zrem(keys.OUTBOX_INDEX, key)
+    deleted, _ = pipe.execute()
+    return int(deleted)

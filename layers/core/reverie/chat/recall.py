@@ -1,0 +1,246 @@
+"""Recall: hybrid search over the long-term tiers, and the context a reply is built from (narrative, rules,
+memories, recent turns), looked up at once and fitted into its budget (reverie.chat.context)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import datetime, timedelta
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from reverie.cache import working_memory
+from reverie.chat.context import RecallContext, fit
+from reverie.domain.fields import utcnow
+from reverie.domain.memory import ScoredMemory
+from reverie.domain.tiers import Tier
+from reverie.llm import LLMError
+from reverie.platform.metric_names import Metric
+from reverie.platform.observability import logger, metrics
+from reverie.store import memories, memory_search, narratives
+
+RULES_LIMIT = 20
+SEARCH_TIERS: tuple[Tier, ...] = (Tier.EPISODIC, Tier.SEMANTIC)
+CANDIDATES = 50  # taken from each half of a hybrid search before fusion
+# Reciprocal rank fusion constant: the usual 60 keeps one list's top hit from drowning the other list.
+RRF_K = 60
+# Lookups of one context run at once; the pool is per process, sized for a few requests in flight.
+POOL_WORKERS = 8
+
+_pools: dict[str, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _executor(name: str, workers: int) -> ThreadPoolExecutor:
+    with _pools_lock:
+        if name not in _pools:
+            _pools[name] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+        return _pools[name]
+
+
+def pool() -> ThreadPoolExecutor:
+    return _executor("recall", POOL_WORKERS)
+
+
+def scan_pool() -> ThreadPoolExecutor:
+    """The per-tier vector scans, apart from `pool()`: they are started from a task of it."""
+    return _executor("recall-scan", len(Tier) * 2)
+
+
+# ---------------------------------------------------------------- search
+
+
+def search(
+    clients, project_id: str, user_id: str, query: str, *, tiers: list[Tier] | tuple[Tier, ...] | None = None,
+    limit: int = 10, filters: dict[str, Any] | None = None, as_of: datetime | None = None,
+) -> list[ScoredMemory]:
+    """Hybrid search: pgvector cosine and full text, fused by reciprocal rank fusion. The full-text half runs
+    while the query is embedded; if the query cannot be embedded, it answers alone (logged, metric).
+
+    Call it from a request thread, not from a task of `pool()` (it submits the full-text half there)."""
+    scope: dict[str, Any] = {"tiers": tiers, "filters": filters, "as_of": as_of}
+    text = pool().submit(text_hits, clients, project_id, user_id, query, **scope)
+    vector, _ = vector_hits(clients, project_id, user_id, query, **scope)
+    return materialise(clients.db, project_id, user_id, fuse(vector, text.result()), limit)
+
+
+def rank(
+    db, project_id: str, user_id: str, *, query: str, embedding: list[float] | None, limit: int,
+    tiers: list[Tier] | tuple[Tier, ...] | None = None, vector_weight: float = 1.0, text_weight: float = 1.0,
+    filters: dict[str, Any] | None = None, as_of: datetime | None = None, candidates: int = CANDIDATES,
+) -> list[ScoredMemory]:
+    """The hybrid search of `search` for a caller that already holds the query's embedding: an empty query
+    searches by vector only, no embedding by full text only; each list's votes count `*_weight`."""
+    scope: dict[str, Any] = {"tiers": tiers, "filters": filters, "as_of": as_of}
+    text = memory_search.matching(db, project_id, user_id, query, k=candidates, **scope)
+    vector = [] if embedding is None else nearest(db, project_id, user_id, embedding, k=candidates, **scope)
+    return materialise(db, project_id, user_id, fuse(vector, text, weights=(vector_weight, text_weight)), limit)
+
+
+def text_hits(clients, project_id: str, user_id: str, query: str, **scope: Any) -> list[memory_search.Ranked]:
+    """The full-text half of a hybrid search, best first."""
+    return memory_search.matching(clients.db, project_id, user_id, query, k=CANDIDATES, **scope)
+
+
+def vector_hits(
+    clients, project_id: str, user_id: str, query: str, **scope: Any,
+) -> tuple[list[memory_search.Ranked], bool]:
+    """Embed the query, then the vector half of a hybrid search, best first; and whether it was embedded."""
+    embedding = embed_query(clients, query)
+    if embedding is None:
+        return [], False
+    return nearest(clients.db, project_id, user_id, embedding, k=CANDIDATES, **scope), True
+
+
+def nearest(db, project_id: str, user_id: str, embedding: list[float], *, k: int,
+            tiers: Sequence[Tier] | None = None, **scope: Any) -> list[memory_search.Ranked]:
+    """The vector half, best first. It is the one lookup a reply waits for after the query's embedding, and its
+    cost grows with the user's rows: each tier is scanned at once on its own connection, and the scans are
+    merged by distance."""
+    tiers = list(tiers or Tier)
+    if len(tiers) == 1:
+        return memory_search.nearest(db, project_id, user_id, embedding, k=k, tiers=tiers, **scope)
+    scans = [scan_pool().submit(memory_search.nearest, db, project_id, user_id, embedding, k=k, tiers=[tier], **scope)
+             for tier in tiers]
+    hits = [hit for scan in scans for hit in scan.result()]
+    return sorted(hits, key=lambda h: (h.distance, -h.recorded_at.timestamp(), h.id))[:k]
+
+
+def fuse(
+    *ranked: Sequence[memory_search.Ranked], weights: Sequence[float] | None = None, k: int = RRF_K,
+) -> list[tuple[str, float]]:
+    """Weighted reciprocal rank fusion of best-first lists: score = sum of weight / (k + rank). Returns
+    (id, score) best first; ties go to the newer memory, then to the smaller id."""
+    scores: dict[str, float] = {}
+    recorded: dict[str, float] = {}
+    for hits, weight in zip(ranked, weights or [1.0] * len(ranked), strict=True):
+        for position, hit in enumerate(hits, start=1):
+            scores[hit.id] = scores.get(hit.id, 0.0) + weight / (k + position)
+            recorded.setdefault(hit.id, hit.recorded_at.timestamp())
+    order = sorted(scores, key=lambda i: (-scores[i], -recorded[i], i))
+    return [(i, scores[i]) for i in order]
+
+
+def materialise(
+    db, project_id: str, user_id: str, fused: Sequence[tuple[str, float]], limit: int,
+) -> list[ScoredMemory]:
+    """The best `limit` fused hits as memories (one query for all), each with its fused score, best first."""
+    score = dict(fused[:limit])
+    if not score:
+        return []
+    found = memory_search.fetch(db, project_id, user_id, list(score))
+    return [ScoredMemory(**dict(m), score=score[m.id]) for m in found]
+
+
+def embed_query(clients, query: str) -> list[float] | None:
+    try:
+        return clients.llm.embed([query]).vectors[0]
+    except LLMError as exc:
+        logger.warning("query not embedded; full-text search only", extra={"error": str(exc)})
+        metrics.add_metric(name=Metric.QUERY_EMBEDDING_SKIPPED, unit=MetricUnit.Count, value=1)
+        return None
+
+
+# ---------------------------------------------------------------- context
+
+
+def build_context(
+    clients, project_id: str, user_id: str, *, query: str | None = None, session_id: str | None = None,
+    max_tokens: int, deadline_s: float | None = None,
+) -> RecallContext:
+    """Narrative, rules, memories (searched with `query`, else the newest) and the session's recent turns,
+    looked up concurrently and fitted into `max_tokens`.
+
+    A part whose engine is down (or slower than `deadline_s`) is left out, logged and counted, never
+    raised: recall makes an answer better, it must not stop one."""
+    settings = clients.settings
+    deadline = None if deadline_s is None else time.monotonic() + deadline_s
+    lookups: dict[str, Any] = {
+        "narrative": lambda: fresh_narrative(clients, project_id, user_id),
+        "rules": lambda: _rules(clients, project_id, user_id),
+    }
+    if query:
+        # The two halves of the hybrid search run apart, so the full-text half overlaps the embedding call.
+        lookups["text"] = lambda: text_hits(clients, project_id, user_id, query, tiers=SEARCH_TIERS)
+        lookups["vector"] = lambda: vector_hits(clients, project_id, user_id, query, tiers=SEARCH_TIERS)
+    else:
+        lookups["memories"] = lambda: newest(clients, project_id, user_id, settings.recall_limit)
+    if session_id:
+        lookups["recent_turns"] = lambda: working_memory.recent_turns(
+            clients.valkey, project_id, user_id, session_id, settings.working_memory_max_turns)
+    found, failed = _run_all(lookups, deadline)
+    vector, embedded = found.get("vector") or ([], not query)
+    fused = fuse(vector, found.get("text") or []) if query else []
+    if fused:
+        # Only the winners of the fusion are read in full: one more lookup, within the same deadline.
+        winners, missing = _run_all({"memories": lambda: materialise(
+            clients.db, project_id, user_id, fused, settings.recall_limit)}, deadline)
+        found.update(winners)
+        failed |= missing
+
+    degraded = []
+    if failed - {"recent_turns"}:
+        degraded.append("postgres")
+        logger.warning("recall without long-term memories", extra={"parts": sorted(failed - {"recent_turns"})})
+        metrics.add_metric(name=Metric.LONG_TERM_RECALL_SKIPPED, unit=MetricUnit.Count, value=1)
+    if "recent_turns" in failed:
+        degraded.append("valkey")
+        logger.warning("recall without recent turns")
+        metrics.add_metric(name=Metric.RECENT_TURNS_SKIPPED, unit=MetricUnit.Count, value=1)
+    if not embedded and "vector" not in failed:
+        degraded.append("embeddings")
+
+    story = found.get("narrative")
+    return fit(
+        narrative=story["text"] if story else None, narrative_version=story["version"] if story else None,
+        rules=found.get("rules") or [], memories=found.get("memories") or [],
+        recent_turns=found.get("recent_turns") or [], max_tokens=max_tokens, degraded=degraded,
+    )
+
+
+def _run_all(lookups: dict[str, Any], deadline: float | None) -> tuple[dict[str, Any], set[str]]:
+    """Run the lookups at once until `deadline` (time.monotonic()); the results, and the names that failed."""
+    executor = pool()
+    futures: dict[str, Future] = {name: executor.submit(fn) for name, fn in lookups.items()}
+    found: dict[str, Any] = {}
+    failed: set[str] = set()
+    for name, future in futures.items():
+        try:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            found[name] = future.result(timeout=timeout)
+        except FutureTimeout:
+            future.cancel()
+            failed.add(name)
+            logger.warning("recall lookup too slow, left out", extra={"part": name})
+        except Exception as exc:
+            failed.add(name)
+            logger.warning("recall lookup failed", extra={"part": name, "error": type(exc).__name__})
+    return found, failed
+
+
+def fresh_narrative(clients, project_id: str, user_id: str) -> dict[str, Any] | None:
+    """The newest narrative if it is younger than the configured max age, else None."""
+    latest = narratives.latest(clients.db, project_id, user_id)
+    if not latest:
+        return None
+    if latest["generated_at"] < utcnow() - timedelta(days=clients.settings.narrative_max_age_days):
+        return None
+    return latest
+
+
+def _rules(clients, project_id: str, user_id: str) -> list[ScoredMemory]:
+    rules = memories.current_by_tier(clients.db, project_id, user_id, Tier.PROCEDURAL, RULES_LIMIT)
+    return [ScoredMemory(**m.model_dump(), score=0.0) for m in rules]
+
+
+def newest(clients, project_id: str, user_id: str, limit: int) -> list[ScoredMemory]:
+    """Without a query there is nothing to rank by: the newest current memories of tiers 2-3."""
+    found = []
+    for tier in SEARCH_TIERS:
+        found += memories.current_by_tier(clients.db, project_id, user_id, tier, limit)
+    found.sort(key=lambda m: m.created_at, reverse=True)
+    return [ScoredMemory(**m.model_dump(), score=0.0) for m in found[:limit]]

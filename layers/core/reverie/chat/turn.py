@@ -1,0 +1,148 @@
+"""The chat turn: tier 1 plus recall, a reply, then one reflection job. Never waits for tiers 2-4.
+
+The turn never writes Postgres: the user and assistant turns go to tier 1 (Valkey) and, inside one
+self-contained job, to the outbox; the job is published to the reflection topic after the answer is sent.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aws_lambda_powertools.metrics import MetricUnit
+from redis.exceptions import RedisError
+
+from reverie.cache import job_markers, outbox, working_memory
+from reverie.chat import idempotency, prompt, recall
+from reverie.chat.schemas import ChatContext, ChatRequest, ChatResponse
+from reverie.domain.errors import ServiceUnavailable
+from reverie.domain.fields import MAX_MESSAGE_BYTES, new_id
+from reverie.domain.memory import ContextMemory, ScoredMemory, Turn
+from reverie.jobs import delivery
+from reverie.jobs.message import ReflectionJob, make_job
+from reverie.llm import LLMError
+from reverie.platform import after_response
+from reverie.platform.metric_names import Metric
+from reverie.platform.observability import logger, metrics
+
+# Recall lookups slower than this are left out of the reply (a hung engine must not hang the chat).
+RECALL_DEADLINE_S = 3.0
+# After the answer, when another drainer (the same user's turn in another Lambda environment, or the health
+# probe) holds an earlier job of this user: it publishes that one, but may have read the outbox before this
+# job was parked, so wait for it a little and drain again rather than leave this job to the next drain.
+BUSY_RETRIES = 5
+BUSY_WAIT_S = 0.05
+
+
+def chat_turn(
+    clients, project_id: str, request: ChatRequest, *, idempotency_key: str | None = None, lambda_context=None,
+) -> ChatResponse:
+    """Answer one message. With an Idempotency-Key, a retry gets the first answer and publishes nothing."""
+    if idempotency_key is None:
+        return _turn(clients, project_id, request, turn_id=new_id(), job_id=new_id())
+    key = idempotency.check_key(idempotency_key)
+    body = request.model_dump(mode="json")
+    turn_id = idempotency.derived_id(project_id, key, body, "turn")
+    job_id = idempotency.derived_id(project_id, key, body, "job")
+    return idempotency.once(
+        clients.valkey, project_id=project_id, user_id=request.user_id, key=key, payload=body,
+        run=lambda: _turn(clients, project_id, request, turn_id=turn_id, job_id=job_id),
+        model=ChatResponse, same_request=lambda first: first.job_id == job_id, lambda_context=lambda_context,
+    )
+
+
+def _turn(clients, project_id: str, request: ChatRequest, *, turn_id: str, job_id: str) -> ChatResponse:
+    settings = clients.settings
+    user_turn = Turn(turn_id=f"{turn_id}:user", role="user", content=request.message)
+    context = recall.build_context(
+        clients, project_id, request.user_id, query=request.message, session_id=request.session_id,
+        max_tokens=settings.recall_max_tokens, deadline_s=RECALL_DEADLINE_S,
+    )
+    try:
+        completion = clients.llm.chat(prompt.messages(context, request.message), purpose="reply")
+    except LLMError as exc:
+        logger.error("reply failed; nothing stored", extra={"error": str(exc), "job_id": job_id})
+        metrics.add_metric(name=Metric.REPLY_FAILED, unit=MetricUnit.Count, value=1)
+        raise ServiceUnavailable("the chat model is unavailable; nothing was stored, retry later") from exc
+    reply = completion.text
+    if not reply.strip():
+        metrics.add_metric(name=Metric.REPLY_FAILED, unit=MetricUnit.Count, value=1)
+        raise ServiceUnavailable("the chat model returned an empty reply; nothing was stored, retry later")
+
+    assistant_turn = Turn(turn_id=f"{turn_id}:assistant", role="assistant", content=_clip_bytes(reply))
+    turns = [user_turn, assistant_turn]
+    job = make_job(project_id=project_id, user_id=request.user_id, session_id=request.session_id, turns=turns,
+                   metadata=request.metadata, job_id=job_id)
+    delivery = _save(clients, job)
+    logger.info("chat turn", extra={"job_id": job.job_id, "route": delivery.route, "memories": len(context.memories),
+                                    "rules": len(context.rules), "degraded": context.degraded})
+    return ChatResponse(
+        reply=reply, session_id=request.session_id, turn_id=turn_id, job_id=job.job_id,
+        memory_saved=delivery.saved,
+        context=ChatContext(memories=[_used(m) for m in context.memories], rules=[_used(m) for m in context.rules],
+                            narrative=context.narrative is not None),
+    )
+
+
+def _save(clients, job: ReflectionJob) -> delivery.Delivery:
+    """Make the turn durable before answering: one Valkey round trip appends the pair to tier 1, writes the
+    job marker and parks the job in the outbox; its publish is deferred past the response. Without Valkey,
+    the job is published before answering; when neither takes it, the answer says so (and an alarm fires)."""
+    settings = clients.settings
+    pipe = clients.valkey.pipeline(transaction=False)
+    working_memory.append_turns(pipe, job.project_id, job.user_id, job.session_id, job.turns,
+                                settings.working_memory_max_turns, settings.working_memory_ttl_s)
+    job_markers.remember(pipe, job)
+    delivery.park(pipe, job)
+    try:
+        pipe.execute()
+    except RedisError as exc:
+        # A round trip that failed midway may still have parked the job; publishing it now as well sends the
+        # same job id twice at worst, which SNS FIFO and the reflectors drop (see reverie.cache.outbox).
+        return _publish_now(clients, job, exc)
+    after_response.defer(publish_parked, clients, job)
+    return delivery.Delivery(saved=True, route="outbox")
+
+
+def _publish_now(clients, job: ReflectionJob, exc: RedisError) -> delivery.Delivery:
+    if delivery.publish(clients, job):
+        logger.warning("tier 1 not updated", extra={"job_id": job.job_id, "error": type(exc).__name__})
+        metrics.add_metric(name=Metric.WORKING_MEMORY_NOT_UPDATED, unit=MetricUnit.Count, value=1)
+        return delivery.Delivery(saved=True, route="topic")
+    logger.error("memory not saved: neither the topic nor the outbox took the job",
+                 extra={"job_id": job.job_id, "project_id": job.project_id, "error": type(exc).__name__})
+    metrics.add_metric(name=Metric.MEMORY_NOT_SAVED, unit=MetricUnit.Count, value=1)
+    return delivery.Delivery(saved=False, route="none")
+
+
+def publish_parked(clients, job: ReflectionJob) -> None:
+    """After the response: drain the user's outbox, this job included, oldest first (claim, publish, remove;
+    see reverie.cache.outbox). A job that cannot go stays parked for the health probe or the user's next turn."""
+    try:
+        for attempt in range(BUSY_RETRIES + 1):
+            result = delivery.drain_user(clients, job.project_id, job.user_id, own_job_id=job.job_id)
+            if not result.busy or attempt == BUSY_RETRIES:
+                break
+            time.sleep(BUSY_WAIT_S)
+        still_parked = result.remaining > 0 and outbox.is_parked(clients.valkey, job.project_id, job.user_id,
+                                                                 job.job_id)
+    except RedisError as exc:
+        logger.warning("job left in the outbox: Valkey failed after the response",
+                       extra={"job_id": job.job_id, "error": type(exc).__name__})
+        return
+    if not still_parked:
+        return
+    logger.warning("job parked in the outbox", extra={"job_id": job.job_id, "behind_another_drainer": result.busy})
+    if not result.busy:  # the topic refused it (or an earlier job of the user)
+        metrics.add_metric(name=Metric.JOB_PARKED, unit=MetricUnit.Count, value=1)
+
+
+def _used(memory: ScoredMemory) -> ContextMemory:
+    return ContextMemory(id=memory.id, tier=memory.tier, text=memory.text, score=memory.score)
+
+
+def _clip_bytes(text: str, limit: int = MAX_MESSAGE_BYTES) -> str:
+    """A turn is at most 32 KB like any message; a longer reply is returned whole but stored clipped."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    return data[: limit - 3].decode("utf-8", errors="ignore") + "…"

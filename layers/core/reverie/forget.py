@@ -1,0 +1,49 @@
+"""Forgetting a user, everywhere: the one place that knows every trace a user leaves.
+
+Postgres: memories (tiers 2-4), their events, narratives, job outcomes, held jobs and ledger rows, with a
+tombstone so that jobs still in flight are dropped when they arrive. Valkey: tier 1, parked jobs, job markers,
+remembered chat answers and the narrative guard.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from reverie.cache import job_markers, keys, narratives, outbox, working_memory
+from reverie.domain.errors import ServiceUnavailable
+from reverie.domain.fields import new_id, utcnow
+from reverie.domain.tiers import Tier
+from reverie.platform.observability import logger
+from reverie.store import tombstones, user_data
+
+
+def forget_user(clients, project_id: str, user_id: str) -> str:
+    """Forget a user and return the id of the forget's receipt (for its job status).
+
+    Safe to repeat: a retry after a failure finishes what the first call started."""
+    with clients.db.transaction() as conn, conn.cursor() as cur:
+        # The reflectors' per-user locks: a reflection being written finishes first (and its rows are deleted
+        # here); one that starts later waits for this commit and then finds the tombstone.
+        for tier in Tier:
+            tombstones.lock_user_tier(cur, project_id, user_id, tier)
+        counts = user_data.forget_user(cur, project_id, user_id)
+    try:
+        counts.update(forget_keys(clients.valkey, project_id, user_id))
+        job_id = new_id()
+        job_markers.record_forget(clients.valkey, project_id, job_id,
+                                  {"forgotten_at": utcnow().isoformat(), "counts": counts})
+    except redis.RedisError as exc:
+        raise ServiceUnavailable("working memory could not be cleared; repeat the request") from exc
+    logger.info("user forgotten", extra={"job_id": job_id, "counts": counts})
+    return job_id
+
+
+def forget_keys(valkey, project_id: str, user_id: str) -> dict[str, int]:
+    """Delete every Valkey key of the user; how many went, by kind."""
+    return {
+        "working_memory": working_memory.forget_user(valkey, project_id, user_id)
+        + working_memory.delete_matching(valkey, keys.idempotency_pattern(project_id, user_id))
+        + outbox.forget_user(valkey, project_id, user_id),
+        "job_markers": job_markers.forget_user(valkey, project_id, user_id),
+        "other_keys": narratives.release_generation(valkey, project_id, user_id),
+    }

@@ -1,0 +1,56 @@
+"""A model that remembers the usage of every call made through it, so the calls are written to the cost
+ledger in the same transaction as the work they paid for (or with the failure, when the work is not kept)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reverie.llm.base import LLM, Completion, Embeddings, Structured, T, Usage
+
+
+@dataclass(frozen=True)
+class Call:
+    purpose: str
+    usage: Usage
+
+
+class Meter:
+    """An LLM that remembers the usage of every call made through it, to be written to the ledger in the
+    same transaction as the work it paid for (or with the failure, when the work is not committed)."""
+
+    def __init__(self, llm: LLM):
+        self.llm = llm
+        self.calls: list[Call] = []
+
+    @property
+    def chat_model(self) -> str:
+        return self.llm.chat_model
+
+    @property
+    def embedding_model(self) -> str:
+        return self.llm.embedding_model
+
+    @property
+    def dimensions(self) -> int:
+        return self.llm.dimensions
+
+    def chat(self, messages: list[dict[str, str]], *, purpose: str = "reply", max_tokens: int | None = None
+             ) -> Completion:
+        completion = self.llm.chat(messages, purpose=purpose, max_tokens=max_tokens)
+        self.calls.append(Call(purpose, completion.usage))
+        return completion
+
+    def structured(self, messages: list[dict[str, str]], schema: type[T], *, purpose: str) -> Structured[T]:
+        result = self.llm.structured(messages, schema, purpose=purpose)
+        self.calls.append(Call(purpose, result.usage))
+        return result
+
+    def embed(self, texts: list[str]) -> Embeddings:
+        result = self.llm.embed(texts)
+        self.calls.append(Call("embed", result.usage))
+        return result
+
+    def take(self) -> list[Call]:
+        """The calls not yet written, and forget them (so a retry within a process never writes twice)."""
+        calls, self.calls = self.calls, []
+        return calls

@@ -1,0 +1,144 @@
+"""Helpers for the chat tests: API Gateway events as the authorizer leaves them, the chat handler, what reached
+the tier queues and tier 1, and holding back the work the chat defers past its response."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any
+
+from reverie.cache import keys, outbox, working_memory
+from reverie.domain.errors import InvalidJob
+from reverie.domain.tiers import TIERS, Tier
+from reverie.jobs.message import ReflectionJob, parse_job
+from reverie.platform import after_response
+from reverie_dev.local.context import LambdaContext
+from tests.support.functions import load_function
+
+
+def chat_event(project_id: str | None, body: dict | str, *, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    raw = body if isinstance(body, str) else json.dumps(body)
+    request_context: dict[str, Any] = {
+        "accountId": "123456789012", "apiId": "local", "domainName": "localhost", "domainPrefix": "localhost",
+        "http": {"method": "POST", "path": "/v1/chat", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1",
+                 "userAgent": "test"},
+        "requestId": "test", "routeKey": "POST /v1/chat", "stage": "$default",
+        "time": "21/Nov/2026:12:00:00 +0000", "timeEpoch": 1795176000000,
+    }
+    if project_id is not None:
+        request_context["authorizer"] = {"lambda": {"project_id": project_id}}
+    return {
+        "version": "2.0", "routeKey": "POST /v1/chat", "rawPath": "/v1/chat", "rawQueryString": "",
+        "headers": {"content-type": "application/json", "host": "localhost:3000", **(headers or {})},
+        "requestContext": request_context, "isBase64Encoded": False, "body": raw,
+    }
+
+
+def chat_handler():
+    return load_function("ChatFunction")
+
+
+def post_chat(project_id: str | None, body: dict | str, *, key: str | None = None,
+              wait_deferred: bool = True) -> tuple[int, dict]:
+    """One turn through the handler; then (unless told not to) the work it deferred past its response, the
+    publish, is waited for, so what the turn published can be read."""
+    headers = {"idempotency-key": key} if key else None
+    answer = chat_handler()(chat_event(project_id, body, headers=headers), LambdaContext())
+    if wait_deferred:
+        assert after_response.drain(10), "work deferred past the response did not finish"
+    return answer["statusCode"], json.loads(answer["body"]) if answer.get("body") else {}
+
+
+@contextmanager
+def deferred_work_held():
+    """Until the block ends (or the callable it gives is called), work deferred past a response waits: the one
+    background worker that runs it is kept busy."""
+    gate = threading.Event()
+    after_response.defer(gate.wait, 10)
+    try:
+        yield gate.set
+    finally:
+        gate.set()
+
+
+def published(clients, project_id: str, tier: Tier = Tier.EPISODIC) -> list[ReflectionJob]:
+    """Take this project's jobs off one tier queue (what the topic fanned out); others' go back at once."""
+    url, found, seen = clients.settings.queue_url(tier), [], set()
+    while True:
+        got = clients.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=30)
+        messages = got.get("Messages", [])
+        fresh = [m for m in messages if m["MessageId"] not in seen]
+        for message in messages:
+            seen.add(message["MessageId"])
+            try:
+                job = parse_job(message["Body"])
+            except InvalidJob:
+                job = None
+            if job is not None and job.project_id == project_id:
+                found.append(job)
+                clients.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+            else:
+                clients.sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"],
+                                                      VisibilityTimeout=0)
+        if not fresh:
+            return found
+
+
+def drain_all_tiers(clients, project_id: str) -> None:
+    """Leave the shared tier queues as a test found them: every job of its project taken off."""
+    for tier in TIERS:
+        published(clients, project_id, tier)
+
+
+def tier1(clients, project_id: str, user_id: str, session_id: str) -> list:
+    return working_memory.recent_turns(clients.valkey, project_id, user_id, session_id, 1000)
+
+
+def valkey_keys_of(clients, project_id: str) -> list[str]:
+    """Every Valkey key that names the project (tier 1, job markers, idempotency records, the outbox)."""
+    escaped = keys.escape(project_id)
+    found = [k.decode() for k in clients.valkey.scan_iter(match="*", count=1000)]
+    return [k for k in found if f":{escaped}:" in k or k.endswith(f":{escaped}")]
+
+
+def parked(clients, project_id: str, user_id: str) -> list[ReflectionJob]:
+    raw = outbox.parked(clients.valkey, project_id, user_id)
+    return sorted((parse_job(v) for v in raw.values()), key=lambda j: j.created_at)
+
+
+def emitted_metrics(output: str) -> dict[str, float]:
+    """Metric name -> summed value, from the EMF lines the handler's `log_metrics` printed."""
+    found: dict[str, float] = {}
+    for line in output.splitlines():
+        if '"_aws"' not in line:
+            continue
+        blob = json.loads(line)
+        for directive in blob["_aws"]["CloudWatchMetrics"]:
+            for metric in directive["Metrics"]:
+                name, value = metric["Name"], blob[metric["Name"]]
+                found[name] = found.get(name, 0) + (sum(value) if isinstance(value, list) else value)
+    return found
+
+
+def drain_reflection_jobs(clients, project_id: str) -> list[dict]:
+    """Take this project's jobs off the tier queues (no reflector runs here), leaving other tests' jobs."""
+    taken, others = [], []
+    for tier in ("episodic", "semantic", "procedural"):
+        url = clients.settings.queue_url(tier)
+        while got := clients.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+            for message in got:
+                if json.loads(message["Body"]).get("project_id") == project_id:
+                    taken.append(json.loads(message["Body"]))
+                    clients.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+                else:
+                    others.append((url, message["ReceiptHandle"]))
+    for url, handle in others:
+        clients.sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=0)
+    return taken
+
+
+def claim_age(clients, job, age_s: float) -> None:
+    """What a drainer that died after claiming the job `age_s` ago leaves behind."""
+    clients.valkey.hset(keys.outbox_claims(job.project_id, job.user_id), job.job_id, time.time() - age_s)
