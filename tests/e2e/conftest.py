@@ -7,9 +7,6 @@ environment never overlap the integration tests' own.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
-from typing import Any
 
 import httpx
 import pytest
@@ -46,14 +43,3 @@ def api(stack):
     with httpx.Client(base_url=stack.base_url, headers={"Authorization": f"Bearer {stack.api_key}"},
                       timeout=30) as client:
         yield client
-
-
-def wait_for(condition: Callable[[], Any], timeout_s: float = 20.0, interval_s: float = 0.1) -> Any:
-    """Poll until `condition()` is truthy and return it; fail with the last value after the timeout."""
-    deadline = time.monotonic() + timeout_s
-    value = condition()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval_s)
-        value = condition()
-    assert value, f"condition not met within {timeout_s} s (last value: {value!r})"
-    return value
