@@ -252,8 +252,8 @@ class TimedLLM:
     def structured(self, messages, schema, **kwargs):
         return self._timed(self.inner.structured, messages, schema, **kwargs)
 
-    def embed(self, texts):
-        return self._timed(self.inner.embed, texts)
+    def embed(self, texts, **kwargs):
+        return self._timed(self.inner.embed, texts, **kwargs)
 
 
 class PublishTimer:

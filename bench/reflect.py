@@ -117,17 +117,17 @@ class CountingLLM:
         with self._lock:
             self.calls[key] += 1
 
-    def chat(self, messages, *, purpose="reply", max_tokens=None):
+    def chat(self, messages, *, purpose="reply", **options):
         self._count(f"chat:{purpose}")
-        return self.llm.chat(messages, purpose=purpose, max_tokens=max_tokens)
+        return self.llm.chat(messages, purpose=purpose, **options)
 
-    def structured(self, messages, schema, *, purpose):
+    def structured(self, messages, schema, *, purpose, **options):
         self._count(purpose)
-        return self.llm.structured(messages, schema, purpose=purpose)
+        return self.llm.structured(messages, schema, purpose=purpose, **options)
 
-    def embed(self, texts):
+    def embed(self, texts, **options):
         self._count("embed")
-        return self.llm.embed(texts)
+        return self.llm.embed(texts, **options)
 
     def snapshot(self) -> Counter[str]:
         with self._lock:

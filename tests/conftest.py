@@ -57,4 +57,5 @@ def project(clients):
 
 @pytest.fixture
 def lambda_context():
-    return LambdaContext()
+    """An invocation with the reflectors' two minutes (a function's work is bounded by what its context has left)."""
+    return LambdaContext(timeout_s=120)

@@ -297,8 +297,16 @@ class ReverieClient:
         return self._request("POST", f"/v1/users/{_quote(user_id)}/narrative/regenerate")
 
     def export_user(self, user_id: str) -> dict[str, Any]:
-        """GET /v1/users/{user_id}/export: everything stored about the user."""
-        return self._request("GET", f"/v1/users/{_quote(user_id)}/export")
+        """GET /v1/users/{user_id}/export: everything stored about the user, every page followed and joined."""
+        path = f"/v1/users/{_quote(user_id)}/export"
+        export = self._request("GET", path)
+        while export.get("next_cursor"):
+            page = self._request("GET", path, params={"cursor": export["next_cursor"]})
+            for name, value in page.items():
+                if isinstance(value, list):
+                    export.setdefault(name, []).extend(value)
+            export["next_cursor"] = page.get("next_cursor")
+        return export
 
     def forget_user(self, user_id: str) -> dict[str, Any]:
         """DELETE /v1/users/{user_id}: {job_id} (202)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from reverie.domain.tiers import Tier
@@ -36,22 +37,48 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_project_create(args: argparse.Namespace) -> int:
-    from reverie.api.auth import issue_key
-    from reverie.store.projects import create_project
+def _admin(args: argparse.Namespace, event: dict) -> dict:
+    """The admin function's answer, on --stack or on the running `make dev` (reverie_dev.admin)."""
+    from reverie_dev import admin
 
-    db = _clients().db
-    create_project(db, args.project_id, args.name)
-    key = issue_key(db, args.project_id, name="created by reverie project create")
-    print(json.dumps({"project_id": args.project_id, "key_id": key.key_id, "api_key": key.key}))
+    if args.region and not args.stack:
+        raise CommandError("--region goes with --stack NAME (the local stack needs neither)")
+    return admin.invoke({k: v for k, v in event.items() if v is not None}, stack=args.stack, region=args.region,
+                        data_dir=args.data_dir)
+
+
+def cmd_project_create(args: argparse.Namespace) -> int:
+    answer = _admin(args, {"action": "project.create", "project_id": args.project_id, "name": args.name})
+    print(json.dumps(answer, indent=2))
+    print("The API key is shown only now: keep it.", file=sys.stderr)
+    return 0
+
+
+def cmd_project_list(args: argparse.Namespace) -> int:
+    print(json.dumps(_admin(args, {"action": "project.list"}), indent=2))
     return 0
 
 
 def cmd_key_create(args: argparse.Namespace) -> int:
-    from reverie.api.auth import issue_key
+    answer = _admin(args, {"action": "key.create", "project_id": args.project_id, "name": args.name})
+    print(json.dumps(answer, indent=2))
+    print("The API key is shown only now: keep it.", file=sys.stderr)
+    return 0
 
-    key = issue_key(_clients().db, args.project_id, name=args.name or "")
-    print(json.dumps({"project_id": args.project_id, "key_id": key.key_id, "api_key": key.key}))
+
+def cmd_key_list(args: argparse.Namespace) -> int:
+    print(json.dumps(_admin(args, {"action": "key.list", "project_id": args.project_id}), indent=2))
+    return 0
+
+
+def cmd_key_revoke(args: argparse.Namespace) -> int:
+    answer = _admin(args, {"action": "key.revoke", "project_id": args.project_id, "key_id": args.key_id})
+    print(json.dumps(answer, indent=2))
+    if answer.get("revoked"):
+        print("Revoked. A gateway that checked the key in the last minute or two may still let it through until "
+              "its cache expires.", file=sys.stderr)
+    else:
+        print("It was revoked before.", file=sys.stderr)
     return 0
 
 
@@ -115,17 +142,31 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate", help="apply schema migrations (a no-op when current)").set_defaults(func=cmd_migrate)
 
+    # Projects and keys go through the admin function: of the running `make dev`, or of a deployed stack.
+    target = argparse.ArgumentParser(add_help=False)
+    target.add_argument("--stack", help="a deployed stack's name (default: the `make dev` running on --data-dir)")
+    target.add_argument("--region", help="the deployed stack's region (default: your AWS configuration's)")
+    target.add_argument("--data-dir", default=".reverie", help="the data dir of the running `make dev`")
+
     project = sub.add_parser("project", help="projects").add_subparsers(dest="action", required=True)
-    create = project.add_parser("create", help="create a project and print its first API key")
-    create.add_argument("project_id")
-    create.add_argument("--name")
+    create = project.add_parser("create", parents=[target], help="create a project and print its first API key")
+    create.add_argument("project_id", metavar="PROJECT")
+    create.add_argument("--name", help="a readable name (default: the project id)")
     create.set_defaults(func=cmd_project_create)
+    project.add_parser("list", parents=[target], help="list the projects").set_defaults(func=cmd_project_list)
 
     key = sub.add_parser("key", help="API keys").add_subparsers(dest="action", required=True)
-    kc = key.add_parser("create", help="issue another API key for a project")
-    kc.add_argument("project_id")
-    kc.add_argument("--name")
+    kc = key.add_parser("create", parents=[target], help="issue another API key for a project")
+    kc.add_argument("project_id", metavar="PROJECT")
+    kc.add_argument("--name", help="what the key is for")
     kc.set_defaults(func=cmd_key_create)
+    kl = key.add_parser("list", parents=[target], help="list a project's keys (ids and prefixes, never the keys)")
+    kl.add_argument("project_id", metavar="PROJECT")
+    kl.set_defaults(func=cmd_key_list)
+    kr = key.add_parser("revoke", parents=[target], help="revoke a key")
+    kr.add_argument("project_id", metavar="PROJECT")
+    kr.add_argument("key_id", metavar="KEY_ID")
+    kr.set_defaults(func=cmd_key_revoke)
 
     dev = sub.add_parser("dev", help="run the whole system locally (API on localhost:3000)")
     dev.add_argument("--port", type=int, default=3000)
@@ -163,6 +204,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every failure is one line on stderr, `error: ...`, and a non-zero exit (REVERIE_DEBUG=1 shows the
+    traceback of an unexpected one)."""
     args = parser().parse_args(argv)
     try:
         return args.func(args)
@@ -170,11 +213,26 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:
         from reverie.domain.errors import ReverieError
+        from reverie_dev.admin import AdminError
 
         if isinstance(exc, ReverieError):
-            print(f"error: {exc.message}", file=sys.stderr)
+            print(f"error: {_one_line(exc.message)}", file=sys.stderr)
             return 2
-        raise
+        if isinstance(exc, CommandError | AdminError):
+            print(f"error: {_one_line(str(exc))}", file=sys.stderr)
+            return 1
+        if os.environ.get("REVERIE_DEBUG"):
+            raise
+        print(f"error: {type(exc).__name__}: {_one_line(str(exc))} (REVERIE_DEBUG=1 shows where)", file=sys.stderr)
+        return 1
+
+
+class CommandError(Exception):
+    """A command used wrongly, as the one line the user reads."""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

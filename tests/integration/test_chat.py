@@ -78,7 +78,7 @@ def test_tier_1_keeps_the_newest_turns_of_the_session_only(clients, project):
         post_chat(project.project_id, {"user_id": "ana", "session_id": "s2", "message": "other session"})
     turns = tier1(clients, project.project_id, "ana", "s1")
     assert [t.content for t in turns if t.role == "user"] == ["message 1", "message 2"]
-    assert clients.valkey.ttl(f"wm:{project.project_id}:ana:s1") > 0
+    assert clients.valkey.ttl(keys.session(project.project_id, "ana", "s1")) > 0
     published(clients, project.project_id)
 
 

@@ -53,3 +53,7 @@ def test_handler_accepts_its_sample_event(spec, project, lambda_context):
         assert answer["queued"] >= 0
     if spec.logical_id == "MigrateFunction":
         assert answer == {"applied": []}  # the session's database is current
+    if spec.logical_id == "AdminFunction":
+        # the sample lists the projects: this test's is among them, with its one key
+        listed = {p["project_id"]: p for p in answer["projects"]}
+        assert listed[project.project_id]["keys"] == 1

@@ -389,6 +389,34 @@ def test_slow_server_raises_timeout_after_all_attempts(server, make):
     assert elapsed < timeout_s * (max_retries + 1) + 1.0
 
 
+def test_a_call_with_a_budget_is_over_within_it_retries_included(server, make):
+    server.fallback = Reply(delay_s=5.0)
+    llm = make(timeout_s=2.0, max_retries=3)
+
+    start = time.perf_counter()
+    with pytest.raises(LLMTimeout):
+        llm.chat(MESSAGES, timeout_s=0.5)
+    elapsed = time.perf_counter() - start
+
+    # one attempt of 0.5 s fits the budget; a second would not
+    assert len(server.requests) == 1 and elapsed < 1.5
+
+
+def test_a_budget_that_fits_several_attempts_allows_that_many_retries(server, make):
+    server.fallback = Reply(status=500, body=error_body("boom", "server_error"), headers=NO_BACKOFF)
+
+    with pytest.raises(LLMUnavailable):
+        make(timeout_s=0.4, max_retries=5).embed(["a"], timeout_s=1.0)
+
+    assert len(server.requests) == 2  # 1.0 s holds two attempts of 0.4 s
+
+
+def test_a_call_with_no_time_left_is_not_made(server, make):
+    with pytest.raises(LLMTimeout):
+        make().structured(MESSAGES, Person, purpose="extract", timeout_s=0)
+    assert server.requests == []
+
+
 def test_rate_limit_then_success_is_retried_by_the_sdk(server, make):
     server.script(Reply(status=429, body=error_body("slow down", "rate_limit_exceeded"), headers=NO_BACKOFF))
 

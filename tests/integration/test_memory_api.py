@@ -6,7 +6,6 @@ import json
 import secrets
 import uuid
 from datetime import UTC, datetime
-from urllib.parse import urlencode
 
 import pytest
 
@@ -15,6 +14,7 @@ from reverie.domain.memory import Turn
 from reverie.llm.offline import register_skill, registered_skills, unregister_skill
 from reverie.reflect import narrative
 from reverie.store import memories
+from tests.support.api import Api, event
 from tests.support.chat import drain_reflection_jobs
 from tests.support.functions import load_function
 
@@ -32,40 +32,6 @@ def other_project(clients):
     project_id = "p-" + secrets.token_hex(4)
     create_project(clients.db, project_id)
     return issue_key(clients.db, project_id)
-
-
-def event(method: str, path: str, *, project=None, query=None, body=None, headers=None, raw_body=None) -> dict:
-    """An API Gateway HTTP API (payload 2.0) event as the authorizer leaves it: the project in its context."""
-    query = {k: v for k, v in (query or {}).items() if v is not None}
-    request_context = {
-        "accountId": "123456789012", "apiId": "local", "domainName": "localhost", "stage": "$default",
-        "requestId": str(uuid.uuid4()), "routeKey": "$default", "time": "21/Nov/2026:12:00:00 +0000",
-        "timeEpoch": 1795176000000,
-        "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "t"},
-    }
-    if project is not None:
-        request_context["authorizer"] = {"lambda": {"project_id": project.project_id}}
-    return {
-        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": urlencode(query),
-        "queryStringParameters": {k: str(v) for k, v in query.items()} or None,
-        "headers": {"content-type": "application/json", "host": "localhost",
-                    **({"authorization": f"Bearer {project.key}"} if project is not None else {}), **(headers or {})},
-        "requestContext": request_context,
-        "body": raw_body if raw_body is not None else (json.dumps(body) if body is not None else None),
-        "isBase64Encoded": False,
-    }
-
-
-class Api:
-    """Calls the handler as one project's API key would."""
-
-    def __init__(self, handler, context, project):
-        self.handler, self.context, self.project = handler, context, project
-
-    def __call__(self, method, path, **kwargs):
-        answer = self.handler(event(method, path, project=self.project, **kwargs), self.context)
-        body = json.loads(answer["body"]) if answer.get("body") else None
-        return answer["statusCode"], body, {k.lower(): v for k, v in (answer.get("headers") or {}).items()}
 
 
 @pytest.fixture
@@ -123,7 +89,7 @@ def test_adding_the_same_fact_again_answers_the_memory_already_stored(api):
 def test_add_with_inference_queues_one_api_job_and_answers_202(api, clients, project):
     status, body, _ = api("POST", "/v1/memories", body={
         "user_id": "ana", "messages": [{"role": "user", "content": "I moved to Berlin"}]})
-    assert status == 202 and set(body) == {"job_id"}
+    assert status == 202 and set(body) == {"job_id", "job_ids"} and body["job_ids"] == [body["job_id"]]
     marker = job_markers.known(clients.valkey, project.project_id, body["job_id"])
     assert marker == {**marker, "user_id": "ana", "source": "api"}
     queued = drain_reflection_jobs(clients, project.project_id)
@@ -348,7 +314,7 @@ def test_export_holds_everything_stored_for_the_user(api, clients, project):
     assert [u["purpose"] for u in export["usage"]] == ["embed", "embed"]
     assert export["working_memory"] == [{"session_id": "s:1", "turns": [export["working_memory"][0]["turns"][0]]}]
     assert export["working_memory"][0]["turns"][0]["content"] == "hello"
-    assert export["truncated"] == []
+    assert export["next_cursor"] is None
 
 
 def test_forget_removes_the_user_everywhere_and_leaves_others_alone(api, clients, project):

@@ -13,7 +13,7 @@ from reverie.api import jobs as api_jobs
 from reverie.api import memories as operations
 from reverie.api.mcp.tools import TOOLS, StoreTools
 from reverie.api.schemas import AddMemoriesRequest, AskRequest
-from reverie.cache import job_markers, outbox
+from reverie.cache import job_markers, outbox, users
 from reverie.chat import answers as answer
 from reverie.domain.errors import ServiceUnavailable, ValidationFailed
 from reverie.domain.fields import utcnow
@@ -151,7 +151,7 @@ def test_a_job_the_topic_refuses_is_parked_in_the_outbox_and_still_accepted(clie
         assert outbox.pending(clients.valkey, project.project_id, "ana") == 1
         assert job_markers.known(clients.valkey, project.project_id, reply.body.job_id)["source"] == "api"
     finally:
-        outbox.forget_user(clients.valkey, project.project_id, "ana")
+        users.delete_user(clients.valkey, project.project_id, "ana")
 
 
 # ---------------------------------------------------------------- the offline answer skills (no I/O)

@@ -253,9 +253,9 @@ def test_a_user_forgotten_while_their_jobs_are_reflected_gets_nothing_back(clien
     j = job(project.project_id, "leaving", "I live in Porto.", at=datetime.now(UTC) - timedelta(minutes=1))
 
     class ForgottenMeanwhile(SpyLLM):
-        def embed(self, texts):
+        def embed(self, texts, **options):
             forget_user(clients, project.project_id, "leaving")  # takes the reflectors' lock, commits
-            return super().embed(texts)
+            return super().embed(texts, **options)
 
     thinking = Swapped(clients, llm=ForgottenMeanwhile())
     answer = handle_batch(Tier.SEMANTIC, event(j), lambda_context, thinking)
@@ -392,11 +392,11 @@ def test_a_job_committed_by_a_concurrent_delivery_meanwhile_is_not_applied_twice
     class OtherDeliveryWins(SpyLLM):
         """While this delivery thinks, another delivery of the same job commits its outcome."""
 
-        def structured(self, messages, schema, *, purpose):
+        def structured(self, messages, schema, *, purpose, **options):
             with clients.db.transaction() as conn, conn.cursor() as cur:
                 processed_jobs.write_outcomes(cur, project.project_id, "u1", Tier.SEMANTIC,
-                                          {j.job_id: TierOutcome(status=TierStatus.EMPTY, reason="other delivery")})
-            return super().structured(messages, schema, purpose=purpose)
+                                              {j.job_id: TierOutcome(status=TierStatus.EMPTY, reason="other delivery")})
+            return super().structured(messages, schema, purpose=purpose, **options)
 
     racing = Swapped(clients, llm=OtherDeliveryWins())
     _all_failed(handle_batch, Tier.SEMANTIC, event(j), lambda_context, racing)  # comes back, to be skipped

@@ -4,9 +4,10 @@ anyone else."""
 from __future__ import annotations
 
 import pytest
+from pydantic import BaseModel
 
-from reverie import forget
-from reverie.cache import job_markers, keys, working_memory
+from reverie.cache import job_markers, keys, users, working_memory
+from reverie.chat import idempotency
 from reverie.domain.memory import Turn
 from reverie.jobs.message import make_job
 
@@ -51,21 +52,34 @@ def test_sessions_users_and_projects_do_not_mix(clients, project):
     assert [t.content for t in read(clients.valkey, project.project_id, "ana:bob", "s1", 10)] == ["ana:bob s1"]
 
 
+class Answer(BaseModel):
+    text: str
+
+
+def remember_answer(clients, project_id: str, user_id: str, key: str) -> None:
+    """An answer remembered for an Idempotency-Key, the way the chat remembers one."""
+    idempotency.once(clients.valkey, project_id=project_id, user_id=user_id, key=key, payload={"m": key},
+                     run=lambda: Answer(text=f"reply to {key}"), model=Answer, same_request=lambda _: True)
+
+
 def test_forget_user_deletes_that_users_sessions_and_answers_and_nothing_else(clients, project):
     p = project.project_id
     for session in ("s1", "s2", "s3"):
         append(clients, p, "ana", session, turns(f"ana {session}"))
     append(clients, p, "ana:bob", "s1", turns("bob"))
     append(clients, p + "-x", "ana", "s1", turns("other project"))
-    clients.valkey.set(keys.idempotency_prefix(p, "ana") + "#abc", "{}")
-    clients.valkey.set(keys.idempotency_prefix(p, "ana:bob") + "#abc", "{}")
+    remember_answer(clients, p, "ana", "k1")
+    remember_answer(clients, p, "ana:bob", "k1")
     job = make_job(project_id=p, user_id="ana", session_id="s1", turns=turns("x"))
     job_markers.remember(clients.valkey, job)
 
-    assert forget.forget_keys(clients.valkey, p, "ana")["working_memory"] == 4
+    # 3 session lists and their set, the answer and its set, the job index; and the job's marker
+    assert users.delete_user(clients.valkey, p, "ana") == {"user_keys": 7, "job_markers": 1}
     read = working_memory.recent_turns
     assert all(read(clients.valkey, p, "ana", s, 10) == [] for s in ("s1", "s2", "s3"))
     assert [t.content for t in read(clients.valkey, p, "ana:bob", "s1", 10)] == ["bob"]
     assert [t.content for t in read(clients.valkey, p + "-x", "ana", "s1", 10)] == ["other project"]
-    assert clients.valkey.exists(keys.idempotency_prefix(p, "ana:bob") + "#abc")
-    assert forget.forget_keys(clients.valkey, p, "ana")["working_memory"] == 0
+    assert users.user_keys(clients.valkey, p, "ana:bob")[-1].startswith(keys.idempotency_prefix(p, "ana:bob") + "#")
+    assert clients.valkey.exists(users.user_keys(clients.valkey, p, "ana:bob")[-1])
+    assert job_markers.known(clients.valkey, p, job.job_id) is None
+    assert users.delete_user(clients.valkey, p, "ana") == {"user_keys": 0, "job_markers": 0}

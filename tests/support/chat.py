@@ -97,10 +97,10 @@ def tier1(clients, project_id: str, user_id: str, session_id: str) -> list:
 
 
 def valkey_keys_of(clients, project_id: str) -> list[str]:
-    """Every Valkey key that names the project (tier 1, job markers, idempotency records, the outbox)."""
+    """Every Valkey key that names the project: a user's (tagged `{project:user}`), a job marker or receipt."""
     escaped = keys.escape(project_id)
     found = [k.decode() for k in clients.valkey.scan_iter(match="*", count=1000)]
-    return [k for k in found if f":{escaped}:" in k or k.endswith(f":{escaped}")]
+    return [k for k in found if "{" + escaped + ":" in k or f":{escaped}:" in k]
 
 
 def parked(clients, project_id: str, user_id: str) -> list[ReflectionJob]:

@@ -137,10 +137,12 @@ def gateway_error(status: int, message: str) -> Response:
 
 class ApiGateway:
     def __init__(self, routes: list[Route], invoke: Invoke, authorizer: AuthorizerConfig | None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, lambda_api: Any = None):
         self.routes = routes
         self.invoke = invoke
         self.authorizer = authorizer
+        # Lambda's Invoke API served beside the routes (reverie_dev.local.lambda_api): local only.
+        self.lambda_api = lambda_api
         self._clock = clock
         self._cache: dict[tuple[str, ...], tuple[float, dict[str, Any]]] = {}
         self._lock = threading.Lock()
@@ -154,6 +156,10 @@ class ApiGateway:
 
     def handle(self, request: Request) -> Response:
         request_id = str(uuid.uuid4())
+        if self.lambda_api is not None:
+            invoked = self.lambda_api.handle(request, request_id)
+            if invoked is not None:
+                return invoked
         response = self._handle(request, request_id)
         response.headers.append(("apigw-requestid", request_id))
         return response

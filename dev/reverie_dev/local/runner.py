@@ -22,7 +22,9 @@ from reverie.platform import after_response
 from reverie_dev.local import console as local_console
 from reverie_dev.local.api_gateway import ApiGateway, ApiServer, authorizer_from, bind, routes_from
 from reverie_dev.local.functions import FunctionError, Handler, LocalFunction, load_all
+from reverie_dev.local.lambda_api import LambdaInvokeApi
 from reverie_dev.local.pollers import QueuePoller
+from reverie_dev.local.sam_env import SAM_ENV_FILE, SamLocal
 from reverie_dev.local.schedules import Entry, Scheduler, scheduler_event
 from reverie_dev.local.template import Template
 
@@ -62,6 +64,7 @@ class LocalStack:
         self.started = False
         self._saved_environ: dict[str, str] | None = None
         self._server_thread: threading.Thread | None = None
+        self._sam_local: SamLocal | None = None
 
     # ------------------------------------------------------------ lifecycle
     def start(self, data_dir: Path | str | None = None, *, persist: bool = False, port: int = 3000,
@@ -84,7 +87,10 @@ class LocalStack:
         from reverie_dev.local import engines as local_engines
 
         specs = self.template.functions()
-        self.gateway = ApiGateway(routes_from(specs), self.invoke, authorizer_from(self.template))
+        # Lambda's Invoke API beside the routes, so `reverie project|key` (boto3's lambda.invoke) reaches the admin
+        # function here as it does in AWS.
+        self.gateway = ApiGateway(routes_from(specs), self.invoke, authorizer_from(self.template),
+                                  lambda_api=LambdaInvokeApi(self.invoke, specs))
         # Bind first: a taken port fails in a moment, before any engine starts.
         self.server = bind(self.gateway, host, port)
 
@@ -128,6 +134,11 @@ class LocalStack:
         self._server_thread.start()
         if data_dir is not None:
             self._write_state()
+            # for `sam local invoke --env-vars`: the functions in Docker reach these engines
+            try:
+                self._sam_local = SamLocal(data_dir / SAM_ENV_FILE, self.environment, self.template)
+            except OSError as exc:
+                log.warning("no %s for `sam local invoke`: %s", SAM_ENV_FILE, exc)
 
     def stop(self) -> None:
         """Stop the schedules, pollers and API, then the engines (persisted data is kept). Idempotent."""
@@ -153,6 +164,9 @@ class LocalStack:
             log.warning("work deferred past a response is still running; it is abandoned")
         if self.data_dir is not None:
             (self.data_dir / STATE_FILE).unlink(missing_ok=True)
+        if self._sam_local is not None:
+            self._sam_local.close()
+            self._sam_local = None
         runtime.reset()
         if self._saved_environ is not None:
             os.environ.clear()
@@ -225,8 +239,7 @@ class LocalStack:
 
     # ------------------------------------------------------------ the dev project and its key
     def _dev_key(self, db) -> str:
-        from reverie.api.auth import hash_key, issue_key
-        from reverie.store.projects import create_project, project_for_key_hash
+        from reverie.store.projects import create_project, hash_key, issue_key, project_for_key_hash
 
         create_project(db, DEV_PROJECT, "local development")
         key_file = self.data_dir / KEY_FILE if self.data_dir is not None else None

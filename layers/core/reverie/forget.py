@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import redis
 
-from reverie.cache import job_markers, keys, narratives, outbox, working_memory
+from reverie.cache import job_markers, users
 from reverie.domain.errors import ServiceUnavailable
 from reverie.domain.fields import new_id, utcnow
 from reverie.domain.tiers import Tier
@@ -28,7 +28,7 @@ def forget_user(clients, project_id: str, user_id: str) -> str:
             tombstones.lock_user_tier(cur, project_id, user_id, tier)
         counts = user_data.forget_user(cur, project_id, user_id)
     try:
-        counts.update(forget_keys(clients.valkey, project_id, user_id))
+        counts.update(users.delete_user(clients.valkey, project_id, user_id))
         job_id = new_id()
         job_markers.record_forget(clients.valkey, project_id, job_id,
                                   {"forgotten_at": utcnow().isoformat(), "counts": counts})
@@ -37,13 +37,3 @@ def forget_user(clients, project_id: str, user_id: str) -> str:
     logger.info("user forgotten", extra={"job_id": job_id, "counts": counts})
     return job_id
 
-
-def forget_keys(valkey, project_id: str, user_id: str) -> dict[str, int]:
-    """Delete every Valkey key of the user; how many went, by kind."""
-    return {
-        "working_memory": working_memory.forget_user(valkey, project_id, user_id)
-        + working_memory.delete_matching(valkey, keys.idempotency_pattern(project_id, user_id))
-        + outbox.forget_user(valkey, project_id, user_id),
-        "job_markers": job_markers.forget_user(valkey, project_id, user_id),
-        "other_keys": narratives.release_generation(valkey, project_id, user_id),
-    }

@@ -1,39 +1,20 @@
-"""API keys: made, hashed, and resolved to their project (with a short in-process cache)."""
+"""API keys on a request: the bearer token, resolved to its project (with a short in-process cache).
+
+Keys are made, hashed and stored in `reverie.store.projects` (the admin function makes them too); the names
+below are kept for the code that imported them from here.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import threading
 import time
-from dataclasses import dataclass
 
 from reverie.domain.errors import Unauthorized
 from reverie.store import projects
 from reverie.store.db import Database
+from reverie.store.projects import KEY_PREFIX, IssuedKey, hash_key, issue_key
 
-KEY_PREFIX = "rv_"
-
-
-@dataclass(frozen=True)
-class IssuedKey:
-    key_id: str
-    project_id: str
-    key: str  # shown once, never stored
-
-
-def hash_key(key: str) -> str:
-    # Keys are 256 random bits, so a fast hash is enough: there is nothing to brute-force.
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
-def issue_key(db: Database, project_id: str, name: str = "") -> IssuedKey:
-    key = KEY_PREFIX + secrets.token_urlsafe(32)
-    key_id = "key_" + secrets.token_hex(6)
-    projects.add_api_key(
-        db, key_id=key_id, project_id=project_id, key_hash=hash_key(key), prefix=key[:8], name=name
-    )
-    return IssuedKey(key_id=key_id, project_id=project_id, key=key)
+__all__ = ["KEY_PREFIX", "IssuedKey", "KeyResolver", "bearer_token", "hash_key", "issue_key"]
 
 
 def bearer_token(authorization: str | None) -> str:

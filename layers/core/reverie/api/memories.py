@@ -13,7 +13,7 @@ from reverie.api.schemas import (
     DeepAnswer,
     DeepQueryRequest,
     EventList,
-    JobAccepted,
+    JobsAccepted,
     ListMemoriesQuery,
     MemoryList,
     MemoryPage,
@@ -25,7 +25,7 @@ from reverie.chat import answers, recall
 from reverie.domain.errors import NotFound, ServiceUnavailable
 from reverie.domain.memory import ContextMemory, Memory, ScoredMemory, Turn
 from reverie.jobs import delivery
-from reverie.jobs.message import make_job
+from reverie.jobs.message import JobRefused, make_jobs
 from reverie.llm import LLMError
 from reverie.store import memories
 from reverie.store.memories import NewMemory
@@ -39,26 +39,30 @@ def add_memories(clients, project_id: str, request: AddMemoriesRequest) -> Reply
     """infer=true: one reflection job for the tiers to learn from (202 {job_id}); infer=false: the messages
     stored as given in the requested tier, with embeddings (201 {memories})."""
     if request.infer:
-        return Reply(202, JobAccepted(job_id=_queue_reflection(clients, project_id, request)))
+        job_ids = _queue_reflection(clients, project_id, request)
+        return Reply(202, JobsAccepted(job_id=job_ids[0], job_ids=job_ids))
     return Reply(201, MemoryList(memories=_store_as_given(clients, project_id, request)))
 
 
-def _queue_reflection(clients, project_id: str, request: AddMemoriesRequest) -> str:
+def _queue_reflection(clients, project_id: str, request: AddMemoriesRequest) -> list[str]:
+    """As many jobs as it takes for each to fit a queue message, in order; each goes to the topic, or to the
+    user's outbox when the topic cannot take it now (drained in order by the health probe)."""
     turns = [Turn(role=m.role, content=m.content) for m in request.messages]
-    job = make_job(
-        project_id=project_id, user_id=request.user_id, session_id=request.session_id, turns=turns,
-        source="api", metadata=request.metadata,
-    )
-    # The topic, or the user's outbox when the topic refuses it (drained in order by the health probe).
-    if not delivery.deliver(clients, job).saved:
-        raise ServiceUnavailable("could not queue the job; try again")
-    return job.job_id
+    jobs = make_jobs(project_id=project_id, user_id=request.user_id, session_id=request.session_id, turns=turns,
+                     source="api", metadata=request.metadata)
+    for job in jobs:
+        delivered = delivery.deliver(clients, job)
+        if delivered.route == "refused":
+            raise JobRefused(f"the job could not be queued: {delivered.reason}")
+        if not delivered.saved:
+            raise ServiceUnavailable("could not queue the job; try again")
+    return [job.job_id for job in jobs]
 
 
 def _store_as_given(clients, project_id: str, request: AddMemoriesRequest) -> list[Memory]:
     texts = list(dict.fromkeys(m.content.strip() for m in request.messages))
     try:
-        embedded = clients.llm.embed(texts)
+        embedded = clients.llm.embed(texts, timeout_s=clients.settings.answer_timeout_s)
     except LLMError as exc:
         raise ServiceUnavailable("the embedding model is unavailable; try again") from exc
     ids = []

@@ -19,6 +19,7 @@ from reverie.api.schemas import (
     DeepQueryRequest,
     EventList,
     JobAccepted,
+    JobsAccepted,
     ListMemoriesQuery,
     MemoryList,
     MemoryPage,
@@ -57,11 +58,12 @@ def _json(model, description: str) -> dict:
 
 @app.post("/v1/memories", summary="Add memories", responses={
     201: _json(MemoryList, "infer=false: stored as given."),
-    202: _json(JobAccepted, "infer=true: a reflection job was queued; poll GET /v1/jobs/{job_id}."),
+    202: _json(JobsAccepted, "infer=true: reflection jobs were queued (one, or several in order when the messages do "
+                             "not fit one queue message); poll GET /v1/jobs/{job_id} for each of job_ids."),
 })
 
 
-def add_memories(request: AddMemoriesRequest) -> Response[MemoryList | JobAccepted]:
+def add_memories(request: AddMemoriesRequest) -> Response[MemoryList | JobsAccepted]:
     return memories.add_memories(clients(), project_id(app), request).response()
 
 
@@ -143,9 +145,13 @@ def regenerate_narrative(user_id: UserPath) -> Response[JobAccepted]:
     return Response(202, JSON, users.regenerate_narrative(clients(), project_id(app), user_id))
 
 
-@app.get("/v1/users/<user_id>/export", summary="Everything stored for the user")
-def export_user(user_id: UserPath) -> UserExport:
-    return users.export_user(clients(), project_id(app), user_id)
+@app.get("/v1/users/<user_id>/export", summary="Everything stored for the user, a page at a time")
+def export_user(
+    user_id: UserPath,
+    cursor: Annotated[str | None, Query(max_length=1024, pattern=r"^[A-Za-z0-9_-]+$",
+                                        description="next_cursor of the previous page; any other is a 400.")] = None,
+) -> UserExport:
+    return users.export_user(clients(), project_id(app), user_id, cursor)
 
 
 @app.delete("/v1/users/<user_id>", summary="Forget the user everywhere", status_code=202)

@@ -87,6 +87,12 @@ class JobAccepted(BaseModel):
     job_id: str
 
 
+class JobsAccepted(JobAccepted):
+    """Messages too large for one queue message are learned as several jobs, in order: `job_id` is the first."""
+
+    job_ids: list[str]
+
+
 class MemoryList(BaseModel):
     memories: list[Memory]
 
@@ -185,16 +191,19 @@ class ExportedHeldJob(BaseModel):
 
 
 class UserExport(BaseModel):
+    """One page of everything stored for the user. A Lambda answer is at most 6 MB, so a large export comes in
+    pages: ask again with `cursor=next_cursor` until it is null; each page continues where the last stopped."""
+
     user_id: str
     exported_at: datetime
-    memories: list[Memory]
-    events: list[MemoryEvent]
-    narratives: list[ExportedNarrative]
-    jobs: list[ExportedJob]
-    usage: list[ExportedUsage]
-    working_memory: list[ExportedSession]
+    memories: list[Memory] = Field(default_factory=list)
+    events: list[MemoryEvent] = Field(default_factory=list)
+    narratives: list[ExportedNarrative] = Field(default_factory=list)
+    jobs: list[ExportedJob] = Field(default_factory=list)
+    usage: list[ExportedUsage] = Field(default_factory=list)
     held_jobs: list[ExportedHeldJob] = Field(default_factory=list)
-    truncated: list[str] = Field(default_factory=list, description="parts cut at the export's row limit")
+    working_memory: list[ExportedSession] = Field(default_factory=list)
+    next_cursor: str | None = Field(None, description="null on the last page")
 
 
 class ErrorDetail(BaseModel):

@@ -3,7 +3,13 @@ the export of everything stored, and forget."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
 
 import redis
 from botocore.exceptions import BotoCoreError, ClientError
@@ -11,7 +17,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from reverie import forget
 from reverie.api.resolver import Reply
 from reverie.api.schemas import (
+    ExportedHeldJob,
+    ExportedJob,
+    ExportedNarrative,
     ExportedSession,
+    ExportedUsage,
     JobAccepted,
     NarrativeAnswer,
     NarrativePending,
@@ -20,10 +30,17 @@ from reverie.api.schemas import (
 )
 from reverie.cache import narratives as narrative_guard
 from reverie.cache import working_memory
-from reverie.domain.errors import ServiceUnavailable
+from reverie.domain.errors import ServiceUnavailable, ValidationFailed
 from reverie.domain.fields import utcnow
 from reverie.jobs import narratives as narrative_jobs
 from reverie.store import narratives, user_data
+
+# A Lambda answer is at most 6 MB: an export page stops at about this size, with room for the JSON around it.
+EXPORT_PAGE_BYTES = 4 * 1024 * 1024
+EXPORT_BATCH_ROWS = 500
+# What the rows of each part are answered as (memories and events are read as their models already).
+EXPORTED = {"narratives": ExportedNarrative, "jobs": ExportedJob, "usage": ExportedUsage,
+            "held_jobs": ExportedHeldJob}
 
 
 def get_narrative(clients, project_id: str, user_id: str) -> Reply:
@@ -59,18 +76,81 @@ def regenerate_narrative(clients, project_id: str, user_id: str) -> JobAccepted:
     return JobAccepted(job_id=job.job_id)
 
 
-def export_user(clients, project_id: str, user_id: str) -> UserExport:
-    """Everything stored for the user: every memory (superseded too), events, narratives, job outcomes,
-    the cost ledger, the jobs held in reflection windows and the turns still in working memory."""
+def export_user(clients, project_id: str, user_id: str, cursor: str | None = None,
+                page_bytes: int = EXPORT_PAGE_BYTES) -> UserExport:
+    """Everything stored for the user, a page of about `page_bytes` at a time: every memory (superseded too),
+    events, narratives, job outcomes, the cost ledger, the jobs held in reflection windows and the turns still
+    in working memory, in that order; `next_cursor` continues it."""
     check_user_id(user_id)
-    rows = user_data.export(clients.db, project_id, user_id)
-    return UserExport(
-        user_id=user_id, exported_at=utcnow(), memories=rows["memories"], events=rows["events"],
-        narratives=rows["narratives"], jobs=rows["jobs"], usage=rows["usage"], held_jobs=rows["held_jobs"],
-        working_memory=[ExportedSession(session_id=session_id, turns=turns) for session_id, turns in
-                        working_memory.sessions(clients.valkey, project_id, user_id).items()],
-        truncated=rows["truncated"],
-    )
+    part, after = _read_cursor(cursor)
+    page = UserExport(user_id=user_id, exported_at=utcnow())
+    used = 0
+    parts = [*user_data.EXPORT_PARTS, "working_memory"]
+    for name in parts[parts.index(part):]:
+        for item, key in _part_rows(clients, project_id, user_id, name, after):
+            size = len(item.model_dump_json())
+            if used and used + size > page_bytes:
+                page.next_cursor = _cursor(name, after)
+                return page
+            getattr(page, name).append(item)
+            used += size
+            after = key
+        after = None
+    return page
+
+
+def _part_rows(clients, project_id: str, user_id: str, part: str, after: list[Any] | None) -> Iterator[tuple]:
+    """(item, its ordering key) of one part of the export, from after `after`, in order."""
+    if part == "working_memory":
+        sessions = working_memory.sessions(clients.valkey, project_id, user_id)
+        for session_id in sorted(sessions):
+            if after is None or session_id > after[0]:
+                yield ExportedSession(session_id=session_id, turns=sessions[session_id]), [session_id]
+        return
+    model = EXPORTED.get(part)
+    while True:
+        rows = user_data.export_rows(clients.db, project_id, user_id, part, after=after, limit=EXPORT_BATCH_ROWS)
+        yield from ((model.model_validate(row) if model else row, key) for row, key in rows)
+        if len(rows) < EXPORT_BATCH_ROWS:
+            return
+        after = rows[-1][1]
+
+
+def _check_key(part: str, after: Any) -> None:
+    """A cursor's key must be values Postgres takes for the part's ordering columns (else it is not ours)."""
+    types = ["text"] if part == "working_memory" else [t for _, t in user_data.EXPORT_PARTS[part][1]]
+    if not isinstance(after, list) or len(after) != len(types):
+        raise ValueError("key")
+    for value, kind in zip(after, types, strict=True):
+        if kind in ("bigint", "int"):
+            if not isinstance(value, int) or isinstance(value, bool) or abs(value) >= 2**63:
+                raise ValueError(kind)
+        elif not isinstance(value, str) or not value or "\x00" in value:
+            raise ValueError(kind)
+        elif kind == "timestamptz":
+            moment = datetime.fromisoformat(value)
+            if moment.utcoffset() is None or abs(moment.utcoffset()) >= timedelta(hours=16):
+                raise ValueError(kind)
+        elif kind == "uuid":
+            uuid.UUID(value)
+
+
+def _cursor(part: str, after: list[Any] | None) -> str:
+    return base64.urlsafe_b64encode(json.dumps([part, after]).encode()).decode().rstrip("=")
+
+
+def _read_cursor(cursor: str | None) -> tuple[str, list[Any] | None]:
+    if not cursor:
+        return "memories", None
+    try:
+        part, after = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if part not in user_data.EXPORT_PARTS and part != "working_memory":
+            raise ValueError(part)
+        if after is not None:
+            _check_key(part, after)
+        return part, after
+    except (ValueError, TypeError) as exc:
+        raise ValidationFailed("cursor is not one this API returned") from exc
 
 
 def forget_user(clients, project_id: str, user_id: str) -> JobAccepted:

@@ -31,11 +31,12 @@ def known(valkey, project_id: str, job_id: str) -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
 
 
-def forget_user(valkey, project_id: str, user_id: str) -> int:
-    """Delete one user's job markers and their index; returns how many keys went."""
-    index = keys.user_jobs(project_id, user_id)
-    job_ids = [j.decode() if isinstance(j, bytes) else j for j in valkey.smembers(index)]
-    return int(valkey.delete(index, *(keys.job_marker(project_id, j) for j in job_ids)))
+def mark_refused(valkey, project_id: str, job_id: str, reason: str) -> None:
+    """The topic refused the job for good: its status says failed, with why, for as long as the marker lives."""
+    key = keys.job_marker(project_id, job_id)
+    marker = json.loads(valkey.get(key) or "{}")
+    marker["refused"] = reason[:1000]
+    valkey.set(key, json.dumps(marker), ex=JOB_MARKER_TTL_S)
 
 
 def record_forget(valkey, project_id: str, job_id: str, outcome: dict[str, Any]) -> None:

@@ -1,24 +1,24 @@
 """Every Valkey key Reverie writes, built here and nowhere else, with one escaping rule.
 
+ElastiCache Serverless is a cluster: a command over several keys must find them in one hash slot. So every
+key of one user carries the same hash tag, `{<project>:<user>}`, and a user's multi-key work (the chat's
+round trip, the outbox's scripts, a forget's DEL) stays in one slot. What a user has is found through the
+user's own index keys (the session set, the idempotency-record set), never by scanning the keyspace.
+
 Ids may contain ':' (it is in the id charset), so every id part is escaped: ':' becomes '%3A' and '%'
-becomes '%25' ('%' first, so the mapping stays one-to-one). Then `wm:{p}:{u}:*` can never also match
-user "u:x", and a key can be read back into its parts.
+becomes '%25' ('%' first, so the mapping stays one-to-one). Ids never contain '{' or '}', so a tag ends
+where the user's part does.
 """
 
 from __future__ import annotations
 
-import re
+import zlib
 
-WORKING_MEMORY = "wm"
+# The outbox index is sharded, so no single slot takes a write for every chat turn of every tenant.
+OUTBOX_INDEX_SHARDS = 16
 JOB_MARKER = "job"
-USER_JOBS = "jobs"
-IDEMPOTENCY = "idem"
-NARRATIVE_PENDING = "narrative-pending"
 FORGET_RECEIPT = "forget"
 BACKLOG_SINCE = "health:backlog-since"
-# One hash tag for every outbox key: they share a slot, so the outbox's scripts stay valid on a cluster.
-OUTBOX_TAG = "{outbox}"
-OUTBOX_INDEX = f"{OUTBOX_TAG}:users"  # sorted set: a user's outbox key -> when its oldest job was parked
 
 
 def escape(part: str) -> str:
@@ -29,83 +29,87 @@ def unescape(part: str) -> str:
     return part.replace("%3A", ":").replace("%25", "%")
 
 
-def _glob(part: str) -> str:
-    """A literal for a SCAN pattern: glob characters matched as themselves."""
-    return re.sub(r"([*?\[\]\\])", r"\\\1", part)
+def user_tag(project_id: str, user_id: str) -> str:
+    """The hash tag every key of one user carries."""
+    return "{" + escape(project_id) + ":" + escape(user_id) + "}"
 
 
-def _join(*parts: str) -> str:
-    return ":".join(parts[:1] + tuple(escape(p) for p in parts[1:]))
+def owner_of(key: str) -> tuple[str, str]:
+    """(project_id, user_id) of any key of a user (read back from its hash tag)."""
+    tag = key[key.index("{") + 1:key.index("}")]
+    project, user = tag.split(":")
+    return unescape(project), unescape(user)
 
 
-# ---------------------------------------------------------------- tier 1
+# ---------------------------------------------------------------- one user's keys
 
 
 def session(project_id: str, user_id: str, session_id: str) -> str:
     """The list of one session's recent turns."""
-    return _join(WORKING_MEMORY, project_id, user_id, session_id)
+    return f"wm:{user_tag(project_id, user_id)}:{escape(session_id)}"
 
 
-def sessions_pattern(project_id: str, user_id: str) -> str:
-    """The SCAN pattern of every session list of one user."""
-    return f"{WORKING_MEMORY}:{_glob(escape(project_id))}:{_glob(escape(user_id))}:*"
-
-
-def session_id_of(key: str, project_id: str, user_id: str) -> str:
-    """The session id a session key was built from."""
-    return unescape(key[len(session(project_id, user_id, "")):])
-
-
-# ---------------------------------------------------------------- job markers and receipts
-
-
-def job_marker(project_id: str, job_id: str) -> str:
-    return _join(JOB_MARKER, project_id, job_id)
+def sessions(project_id: str, user_id: str) -> str:
+    """The set of the user's session ids still in tier 1."""
+    return f"sessions:{user_tag(project_id, user_id)}"
 
 
 def user_jobs(project_id: str, user_id: str) -> str:
-    """The set of one user's marked job ids, so a forget finds them without scanning the project."""
-    return _join(USER_JOBS, project_id, user_id)
-
-
-def forget_receipt(project_id: str, job_id: str) -> str:
-    return _join(FORGET_RECEIPT, project_id, job_id)
-
-
-# ---------------------------------------------------------------- the outbox
-
-
-def outbox(project_id: str, user_id: str) -> str:
-    """The hash of one user's parked jobs: job id -> job."""
-    return f"{OUTBOX_TAG}:{escape(project_id)}:{escape(user_id)}"
-
-
-def outbox_claims(project_id: str, user_id: str) -> str:
-    """The hash of the drainers' claims on one user's parked jobs: job id -> when claimed."""
-    return outbox(project_id, user_id) + ":claims"
-
-
-def outbox_owner(key: str) -> tuple[str, str]:
-    """(project_id, user_id) of a user's outbox key."""
-    _, project, user = key.split(":")
-    return unescape(project), unescape(user)
-
-
-# ---------------------------------------------------------------- other stages' guards
+    """The set of the user's marked job ids, so a forget finds the markers without scanning."""
+    return f"jobs:{user_tag(project_id, user_id)}"
 
 
 def idempotency_prefix(project_id: str, user_id: str) -> str:
-    """Powertools' key prefix for one user's remembered chat answers (it appends '#' and a hash)."""
-    return _join(IDEMPOTENCY, project_id, user_id)
+    """Powertools' key prefix for the user's remembered chat answers (it appends '#' and a hash)."""
+    return f"idem:{user_tag(project_id, user_id)}"
 
 
-def idempotency_pattern(project_id: str, user_id: str) -> str:
-    """The SCAN pattern of one user's remembered answers (they hold reply text, so a forget removes them)."""
-    return _glob(idempotency_prefix(project_id, user_id)) + "#*"
+def idempotency_records(project_id: str, user_id: str) -> str:
+    """The set of the user's remembered-answer keys (they hold reply text, so a forget removes them)."""
+    return f"idem-keys:{user_tag(project_id, user_id)}"
+
+
+def outbox(project_id: str, user_id: str) -> str:
+    """The hash of the user's parked jobs: job id -> job."""
+    return f"outbox:{user_tag(project_id, user_id)}"
+
+
+def outbox_claims(project_id: str, user_id: str) -> str:
+    """The hash of the drainers' claims on the user's parked jobs: job id -> when claimed."""
+    return f"outbox-claims:{user_tag(project_id, user_id)}"
 
 
 def narrative_pending(project_id: str, user_id: str) -> str:
-    return _join(NARRATIVE_PENDING, project_id, user_id)
+    return f"narrative-pending:{user_tag(project_id, user_id)}"
+
+
+def fixed_user_keys(project_id: str, user_id: str) -> list[str]:
+    """The user's keys whose names do not depend on a session or a record: a forget deletes them all."""
+    return [sessions(project_id, user_id), user_jobs(project_id, user_id),
+            idempotency_records(project_id, user_id), outbox(project_id, user_id),
+            outbox_claims(project_id, user_id), narrative_pending(project_id, user_id)]
+
+
+# ---------------------------------------------------------------- keys of no one user
+
+
+def job_marker(project_id: str, job_id: str) -> str:
+    """A job's marker: read by job id alone (the status API is not told the user), so it has its own slot."""
+    return f"{JOB_MARKER}:{escape(project_id)}:{escape(job_id)}"
+
+
+def forget_receipt(project_id: str, job_id: str) -> str:
+    return f"{FORGET_RECEIPT}:{escape(project_id)}:{escape(job_id)}"
+
+
+def outbox_index(shard: int) -> str:
+    """One shard of the index of users with parked jobs (a sorted set: user outbox key -> oldest parked at)."""
+    return f"outbox-index:{{{shard}}}"
+
+
+def outbox_index_of(project_id: str, user_id: str) -> str:
+    """The index shard a user's outbox is listed in."""
+    return outbox_index(zlib.crc32(user_tag(project_id, user_id).encode()) % OUTBOX_INDEX_SHARDS)
 
 
 def backlog_since(tier: str) -> str:

@@ -1,8 +1,14 @@
 """The outbox: reflection jobs not yet on the topic, parked in Valkey per user until a drain publishes them.
 
-Per user, a hash of parked jobs (job id -> job) and a hash of drainers' claims (job id -> when claimed); an
-index (a sorted set) of the users with parked jobs, by when their oldest was parked, for the health probe.
-How jobs get here and leave is reverie.jobs.delivery's; this module keeps the structure consistent.
+Per user, a hash of parked jobs (job id -> job) and a hash of drainers' claims (job id -> when claimed), both
+in the user's hash slot; and an index of the users with parked jobs, by when their oldest was parked, for the
+health probe. The index is sharded (reverie.cache.keys.OUTBOX_INDEX_SHARDS sorted sets in slots of their
+own), so it is not one hot slot written by every chat turn of every tenant. How jobs get here and leave is
+reverie.jobs.delivery's; this module keeps the structure consistent.
+
+The index is a hint, kept in another slot than the jobs, so it cannot change atomically with them. A job is
+parked first, then listed; a drain that empties an outbox unlists it, then looks again and lists it back if
+a job arrived meanwhile. So every parked job is listed once its park has finished, whatever the interleaving.
 
 Why claim -> publish -> remove, and what a crash in between costs.
 SNS and Valkey are two systems, so publishing a job and removing it from the outbox cannot be one atomic
@@ -32,14 +38,15 @@ CLAIM_LEASE_S = 60
 SNS_DEDUP_WINDOW_S = 300
 SAFE_REPUBLISH_S = SNS_DEDUP_WINDOW_S - 60  # margin for a publish that itself took a while
 
+# Both keys are the user's, in one slot: valid on a cluster.
 _ACK = """
-local removed = redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
-if redis.call('HLEN', KEYS[1]) == 0 then
+local left = redis.call('HLEN', KEYS[1])
+if left == 0 then
     redis.call('DEL', KEYS[2])
-    redis.call('ZREM', KEYS[3], KEYS[1])
 end
-return removed
+return left
 """
 
 
@@ -51,11 +58,10 @@ class Claim(Enum):
 
 
 def park(pipe_or_valkey, project_id: str, user_id: str, job_id: str, body: str) -> None:
-    """Add a job to its user's outbox. The index entry goes first: if only it is written, a drain finds
-    an empty outbox and removes the entry; the reverse order could hide a job from the health probe."""
+    """Add a job to its user's outbox, then list the user in the index (see the module docstring)."""
     key = keys.outbox(project_id, user_id)
-    pipe_or_valkey.zadd(keys.OUTBOX_INDEX, {key: time.time()}, nx=True)
     pipe_or_valkey.hset(key, job_id, body)
+    pipe_or_valkey.zadd(keys.outbox_index_of(project_id, user_id), {key: time.time()}, nx=True)
 
 
 def has_parked(valkey, project_id: str, user_id: str) -> bool:
@@ -95,21 +101,31 @@ def release(valkey, project_id: str, user_id: str, job_id: str) -> None:
 
 
 def remove(valkey, project_id: str, user_id: str, job_id: str) -> None:
-    """Remove a published job and its claim at once, and the user's index entry with the last job. An empty
+    """Remove a published job and its claim at once; unlist the user once the outbox is empty. An empty
     `job_id` only clears a stale index entry."""
     key = keys.outbox(project_id, user_id)
-    valkey.eval(_ACK, 3, key, keys.outbox_claims(project_id, user_id), keys.OUTBOX_INDEX, job_id)
+    left = valkey.eval(_ACK, 2, key, keys.outbox_claims(project_id, user_id), job_id)
+    if left == 0:
+        index = keys.outbox_index_of(project_id, user_id)
+        valkey.zrem(index, key)
+        if valkey.hlen(key):  # parked meanwhile, after its park listed it: list it again
+            valkey.zadd(index, {key: time.time()}, nx=True)
 
 
 def owners(valkey, limit: int) -> Iterator[tuple[str, str]]:
     """(project_id, user_id) of the users with parked jobs, the longest-waiting first."""
-    for raw_key in valkey.zrange(keys.OUTBOX_INDEX, 0, limit - 1):
-        yield keys.outbox_owner(raw_key.decode() if isinstance(raw_key, bytes) else raw_key)
+    entries = [entry for shard in range(keys.OUTBOX_INDEX_SHARDS)
+               for entry in valkey.zrange(keys.outbox_index(shard), 0, limit - 1, withscores=True)]
+    for raw_key, _ in sorted(entries, key=lambda entry: entry[1])[:limit]:
+        yield keys.owner_of(raw_key.decode() if isinstance(raw_key, bytes) else raw_key)
 
 
 def stats(valkey) -> dict[str, Any]:
     """{users, jobs, oldest_age_s}: what /v1/status and the health probe report."""
-    entries = valkey.zrange(keys.OUTBOX_INDEX, 0, -1, withscores=True)
+    pipe = valkey.pipeline(transaction=False)
+    for shard in range(keys.OUTBOX_INDEX_SHARDS):
+        pipe.zrange(keys.outbox_index(shard), 0, -1, withscores=True)
+    entries = [entry for shard in pipe.execute() for entry in shard]
     if not entries:
         return {"users": 0, "jobs": 0, "oldest_age_s": 0}
     pipe = valkey.pipeline(transaction=False)
@@ -119,13 +135,3 @@ def stats(valkey) -> dict[str, Any]:
     oldest = min(score for _, score in entries)
     return {"users": sum(1 for c in counts if c), "jobs": sum(counts),
             "oldest_age_s": round(max(0.0, time.time() - oldest), 1)}
-
-
-def forget_user(valkey, project_id: str, user_id: str) -> int:
-    """Drop a forgotten user's parked jobs. Returns keys deleted."""
-    key = keys.outbox(project_id, user_id)
-    pipe = valkey.pipeline(transaction=False)
-    pipe.delete(key, keys.outbox_claims(project_id, user_id))
-    pipe.zrem(keys.OUTBOX_INDEX, key)
-    deleted, _ = pipe.execute()
-    return int(deleted)

@@ -35,38 +35,27 @@ def append_turns(
     pipe_or_valkey, project_id: str, user_id: str, session_id: str, turns: list[Turn], max_turns: int, ttl_s: int,
 ) -> None:
     """Queue RPUSH + LTRIM + EXPIRE on a pipeline (or send them, given a client): the list keeps the newest
-    `max_turns` and lives `ttl_s` after the last turn."""
+    `max_turns` and lives `ttl_s` after the last turn. The session joins the user's session set, which lives as
+    long as the newest session (so an export or a forget finds every session without a scan)."""
     if not turns:
         return
     key = keys.session(project_id, user_id, session_id)
     pipe_or_valkey.rpush(key, *[t.model_dump_json() for t in turns])
     pipe_or_valkey.ltrim(key, -max_turns, -1)
     pipe_or_valkey.expire(key, ttl_s)
+    index = keys.sessions(project_id, user_id)
+    pipe_or_valkey.sadd(index, session_id)
+    pipe_or_valkey.expire(index, ttl_s)
 
 
 def sessions(valkey, project_id: str, user_id: str) -> dict[str, list[Turn]]:
-    """Every session of the user still in tier 1: session id -> its turns, oldest first."""
-    found = {}
-    for key in sorted(valkey.scan_iter(match=keys.sessions_pattern(project_id, user_id), count=500)):
-        key = key.decode() if isinstance(key, bytes) else key
-        found[keys.session_id_of(key, project_id, user_id)] = parse_turns(valkey.lrange(key, 0, -1))
-    return found
-
-
-def forget_user(valkey, project_id: str, user_id: str) -> int:
-    """Delete every session list of the user; returns how many keys went."""
-    return delete_matching(valkey, keys.sessions_pattern(project_id, user_id))
-
-
-def delete_matching(valkey, pattern: str) -> int:
-    """Delete the keys a SCAN pattern matches, a page at a time; returns how many went."""
-    deleted = 0
-    batch: list[bytes] = []
-    for key in valkey.scan_iter(match=pattern, count=500):
-        batch.append(key)
-        if len(batch) >= 500:
-            deleted += valkey.delete(*batch)
-            batch = []
-    if batch:
-        deleted += valkey.delete(*batch)
-    return deleted
+    """Every session of the user still in tier 1: session id -> its turns, oldest first (one round trip for
+    the set, one for the lists; all in the user's slot)."""
+    ids = sorted(i.decode() if isinstance(i, bytes) else i for i in valkey.smembers(keys.sessions(project_id, user_id)))
+    if not ids:
+        return {}
+    pipe = valkey.pipeline(transaction=False)
+    for session_id in ids:
+        pipe.lrange(keys.session(project_id, user_id, session_id), 0, -1)
+    found = {session_id: parse_turns(raw) for session_id, raw in zip(ids, pipe.execute(), strict=True)}
+    return {session_id: turns for session_id, turns in found.items() if turns}  # expired lists leave the set late

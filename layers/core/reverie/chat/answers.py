@@ -135,7 +135,8 @@ def _synthesise(clients, project_id: str, user_id: str, purpose: str, messages: 
     if not shown:
         return NOTHING, []
     try:
-        result = clients.llm.structured(messages, Answer, purpose=purpose)
+        result = clients.llm.structured(messages, Answer, purpose=purpose,
+                                        timeout_s=clients.settings.answer_timeout_s)
     except LLMError as exc:
         raise ServiceUnavailable("the language model is unavailable; try again") from exc
     record_usage(clients, project_id, user_id, purpose, result.usage)

@@ -34,8 +34,18 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
 
     class _ValkeyPersistence(CachePersistenceLayer):
-        """Powertools' Valkey layer. Powertools 3.x warns on every instance of it that it will be renamed to
-        CachePersistenceLayer (the very same class); a subclass only warns when defined, silenced here."""
+        """Powertools' Valkey layer, listing each record it creates in the user's record set, so a forget finds
+        the user's remembered answers without scanning. (Powertools 3.x warns on every instance of its class
+        that it will be renamed; a subclass only warns when defined, silenced here.)"""
+
+        def __init__(self, *, client, records_key: str):
+            super().__init__(client=client)
+            self.records_key = records_key
+
+        def _put_in_progress_record(self, data_record) -> None:
+            super()._put_in_progress_record(data_record)
+            self.client.sadd(self.records_key, data_record.idempotency_key)
+            self.client.expire(self.records_key, RECORD_TTL_S)
 
 
 RECORD_TTL_S = 24 * 3600
@@ -100,7 +110,8 @@ def once(
     # One persistence layer per call: configure() keeps the key prefix on the instance, and a local runner
     # may serve requests on several threads.
     guarded = idempotent_function(
-        guarded_run, data_keyword_argument="request", persistence_store=_ValkeyPersistence(client=valkey),
+        guarded_run, data_keyword_argument="request", persistence_store=_ValkeyPersistence(
+            client=valkey, records_key=keys.idempotency_records(project_id, user_id)),
         config=config, output_serializer=PydanticSerializer(model),
         key_prefix=keys.idempotency_prefix(project_id, user_id),
     )

@@ -138,7 +138,7 @@ def materialise(
 
 def embed_query(clients, query: str) -> list[float] | None:
     try:
-        return clients.llm.embed([query]).vectors[0]
+        return clients.llm.embed([query], timeout_s=clients.settings.query_embed_timeout_s).vectors[0]
     except LLMError as exc:
         logger.warning("query not embedded; full-text search only", extra={"error": str(exc)})
         metrics.add_metric(name=Metric.QUERY_EMBEDDING_SKIPPED, unit=MetricUnit.Count, value=1)

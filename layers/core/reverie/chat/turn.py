@@ -15,17 +15,21 @@ from reverie.cache import job_markers, outbox, working_memory
 from reverie.chat import idempotency, prompt, recall
 from reverie.chat.schemas import ChatContext, ChatRequest, ChatResponse
 from reverie.domain.errors import ServiceUnavailable
-from reverie.domain.fields import MAX_MESSAGE_BYTES, new_id
+from reverie.domain.fields import FORBIDDEN, MAX_MESSAGE_BYTES, new_id
 from reverie.domain.memory import ContextMemory, ScoredMemory, Turn
 from reverie.jobs import delivery
 from reverie.jobs.message import ReflectionJob, make_job
 from reverie.llm import LLMError
 from reverie.platform import after_response
+from reverie.platform.deadline import Deadline
 from reverie.platform.metric_names import Metric
 from reverie.platform.observability import logger, metrics
 
 # Recall lookups slower than this are left out of the reply (a hung engine must not hang the chat).
 RECALL_DEADLINE_S = 3.0
+# API Gateway answers 504 at 30 s; the turn keeps this much of its time to save the turn and answer.
+API_TIMEOUT_S = 30.0
+ANSWER_RESERVE_S = 1.5
 # After the answer, when another drainer (the same user's turn in another Lambda environment, or the health
 # probe) holds an earlier job of this user: it publishes that one, but may have read the outbox before this
 # job was parked, so wait for it a little and drain again rather than leave this job to the next drain.
@@ -36,34 +40,38 @@ BUSY_WAIT_S = 0.05
 def chat_turn(
     clients, project_id: str, request: ChatRequest, *, idempotency_key: str | None = None, lambda_context=None,
 ) -> ChatResponse:
-    """Answer one message. With an Idempotency-Key, a retry gets the first answer and publishes nothing."""
+    """Answer one message within the invocation's time (the Lambda context's; API Gateway's 30 s otherwise).
+    With an Idempotency-Key, a retry gets the first answer and publishes nothing."""
+    deadline = Deadline.of(lambda_context, reserve_s=ANSWER_RESERVE_S, default_s=API_TIMEOUT_S)
     if idempotency_key is None:
-        return _turn(clients, project_id, request, turn_id=new_id(), job_id=new_id())
+        return _turn(clients, project_id, request, turn_id=new_id(), job_id=new_id(), deadline=deadline)
     key = idempotency.check_key(idempotency_key)
     body = request.model_dump(mode="json")
     turn_id = idempotency.derived_id(project_id, key, body, "turn")
     job_id = idempotency.derived_id(project_id, key, body, "job")
     return idempotency.once(
         clients.valkey, project_id=project_id, user_id=request.user_id, key=key, payload=body,
-        run=lambda: _turn(clients, project_id, request, turn_id=turn_id, job_id=job_id),
+        run=lambda: _turn(clients, project_id, request, turn_id=turn_id, job_id=job_id, deadline=deadline),
         model=ChatResponse, same_request=lambda first: first.job_id == job_id, lambda_context=lambda_context,
     )
 
 
-def _turn(clients, project_id: str, request: ChatRequest, *, turn_id: str, job_id: str) -> ChatResponse:
+def _turn(clients, project_id: str, request: ChatRequest, *, turn_id: str, job_id: str,
+          deadline: Deadline) -> ChatResponse:
     settings = clients.settings
     user_turn = Turn(turn_id=f"{turn_id}:user", role="user", content=request.message)
     context = recall.build_context(
         clients, project_id, request.user_id, query=request.message, session_id=request.session_id,
-        max_tokens=settings.recall_max_tokens, deadline_s=RECALL_DEADLINE_S,
+        max_tokens=settings.recall_max_tokens, deadline_s=deadline.budget(RECALL_DEADLINE_S),
     )
     try:
-        completion = clients.llm.chat(prompt.messages(context, request.message), purpose="reply")
+        completion = clients.llm.chat(prompt.messages(context, request.message), purpose="reply",
+                                      timeout_s=deadline.budget(settings.reply_timeout_s))
     except LLMError as exc:
         logger.error("reply failed; nothing stored", extra={"error": str(exc), "job_id": job_id})
         metrics.add_metric(name=Metric.REPLY_FAILED, unit=MetricUnit.Count, value=1)
         raise ServiceUnavailable("the chat model is unavailable; nothing was stored, retry later") from exc
-    reply = completion.text
+    reply = storable(completion.text)
     if not reply.strip():
         metrics.add_metric(name=Metric.REPLY_FAILED, unit=MetricUnit.Count, value=1)
         raise ServiceUnavailable("the chat model returned an empty reply; nothing was stored, retry later")
@@ -104,10 +112,15 @@ def _save(clients, job: ReflectionJob) -> delivery.Delivery:
 
 
 def _publish_now(clients, job: ReflectionJob, exc: RedisError) -> delivery.Delivery:
-    if delivery.publish(clients, job):
+    attempt = delivery.publish(clients, job)
+    if attempt.outcome is delivery.Published.YES:
         logger.warning("tier 1 not updated", extra={"job_id": job.job_id, "error": type(exc).__name__})
         metrics.add_metric(name=Metric.WORKING_MEMORY_NOT_UPDATED, unit=MetricUnit.Count, value=1)
         return delivery.Delivery(saved=True, route="topic")
+    if attempt.outcome is delivery.Published.REFUSED:
+        logger.error("job refused by the topic; it is failed", extra={"job_id": job.job_id, "reason": attempt.reason})
+        metrics.add_metric(name=Metric.JOBS_REFUSED, unit=MetricUnit.Count, value=1)
+        return delivery.Delivery(saved=False, route="refused", reason=attempt.reason)
     logger.error("memory not saved: neither the topic nor the outbox took the job",
                  extra={"job_id": job.job_id, "project_id": job.project_id, "error": type(exc).__name__})
     metrics.add_metric(name=Metric.MEMORY_NOT_SAVED, unit=MetricUnit.Count, value=1)
@@ -132,12 +145,19 @@ def publish_parked(clients, job: ReflectionJob) -> None:
     if not still_parked:
         return
     logger.warning("job parked in the outbox", extra={"job_id": job.job_id, "behind_another_drainer": result.busy})
-    if not result.busy:  # the topic refused it (or an earlier job of the user)
+    if not result.busy:  # it (or an earlier job of the user) could not go for now
         metrics.add_metric(name=Metric.JOB_PARKED, unit=MetricUnit.Count, value=1)
 
 
 def _used(memory: ScoredMemory) -> ContextMemory:
     return ContextMemory(id=memory.id, tier=memory.tier, text=memory.text, score=memory.score)
+
+
+def storable(text: str) -> str:
+    """A model's reply as text that can be stored and queued: lone surrogates become U+FFFD, and the characters
+    no message may hold (reverie.domain.fields) are dropped."""
+    text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return FORBIDDEN.sub("", text)
 
 
 def _clip_bytes(text: str, limit: int = MAX_MESSAGE_BYTES) -> str:

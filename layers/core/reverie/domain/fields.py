@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -35,14 +36,26 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+# Characters a message may not hold: NUL (Postgres text cannot), the other C0 controls but tab, newline and
+# carriage return, and U+FFFE/U+FFFF (SQS refuses a message with any of them, so a job carrying one could never
+# be delivered). Lone surrogates are refused too: they are not text, and nothing downstream can store them.
+FORBIDDEN_TEXT = "\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff"
+FORBIDDEN = re.compile(f"[{FORBIDDEN_TEXT}]")
+
+
 def _bounded_text(limit: int):
     def check(value: str) -> str:
-        if len(value.encode("utf-8")) > limit:
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise ValueError("must be text (it holds a lone surrogate)") from None
+        if size > limit:
             raise ValueError(f"must be at most {limit} bytes")
         if not value.strip():
             raise ValueError("must not be empty")
-        if "\x00" in value:  # Postgres text cannot hold NUL: refuse it here rather than fail on write
-            raise ValueError("must not contain NUL characters")
+        found = FORBIDDEN.search(value)
+        if found:
+            raise ValueError(f"must not contain the control character U+{ord(found.group()):04X}")
         return value
 
     return AfterValidator(check)
@@ -72,15 +85,17 @@ def _bounded_metadata(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-# What the validator enforces, written down for OpenAPI: some non-blank text, no NUL, at most 32 KB.
-MESSAGE_TEXT_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
+# What the validator enforces, written down for OpenAPI: some non-blank text, none of the characters above,
+# at most 32 KB.
+MESSAGE_TEXT_PATTERN = f"^[^{FORBIDDEN_TEXT}]*[^\\s{FORBIDDEN_TEXT}][^{FORBIDDEN_TEXT}]*$"
 
 
 MessageText = Annotated[
     str,
     _bounded_text(MAX_MESSAGE_BYTES),
     WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_MESSAGE_BYTES, "pattern": MESSAGE_TEXT_PATTERN,
-                    "description": f"Non-blank text of at most {MAX_MESSAGE_BYTES} bytes (UTF-8), without NUL."}),
+                    "description": f"Non-blank text of at most {MAX_MESSAGE_BYTES} bytes (UTF-8), without control "
+                                   "characters (but tab, newline and carriage return) or U+FFFE/U+FFFF."}),
 ]
 
 

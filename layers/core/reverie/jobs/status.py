@@ -34,6 +34,11 @@ def job_status(clients, project_id: str, job_id: str) -> JobStatus:
             raise ServiceUnavailable("job status is unavailable: the queue marker store is unreachable") from exc
         if marker is None:
             raise NotFound(f"no job {job_id} in this project")
+        if marker.get("refused"):
+            # The topic refused it for good: no tier will ever see it.
+            outcome = TierOutcome(status=TierStatus.FAILED, reason=f"{REFUSED}: {marker['refused']}",
+                                  error=marker["refused"])
+            return JobStatus(job_id=job_id, status=TierStatus.FAILED, tiers=dict.fromkeys(TIERS, outcome))
     tiers = {}
     for tier in TIERS:
         row = rows.get(tier.value)

@@ -61,15 +61,18 @@ class LLM(Protocol):
     embedding_model: str
     dimensions: int
 
+    # `timeout_s`: the whole call, retries included, must be over within it (a caller's share of its deadline).
+
     def chat(
-        self, messages: list[dict[str, str]], *, purpose: str = "reply", max_tokens: int | None = None
+        self, messages: list[dict[str, str]], *, purpose: str = "reply", max_tokens: int | None = None,
+        timeout_s: float | None = None,
     ) -> Completion: ...
 
     def structured(
-        self, messages: list[dict[str, str]], schema: type[T], *, purpose: str
+        self, messages: list[dict[str, str]], schema: type[T], *, purpose: str, timeout_s: float | None = None
     ) -> Structured[T]: ...
 
-    def embed(self, texts: list[str]) -> Embeddings:
+    def embed(self, texts: list[str], *, timeout_s: float | None = None) -> Embeddings:
         """One batched call for many texts; unit-length vectors of `dimensions` floats, in input order."""
         ...
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from reverie.llm.base import Completion, Embeddings, LLMInvalidOutput, Structured, T, Usage
+from reverie.llm.base import Completion, Embeddings, LLMInvalidOutput, LLMTimeout, Structured, T, Usage
 from reverie.llm.tokens import estimate_tokens
 
 __all__ = ["OfflineLLM", "SkillFn", "register_skill", "registered_skills", "unregister_skill"]
@@ -179,15 +179,20 @@ class OfflineLLM:
                 raise error
 
     @staticmethod
-    def _sleep(seconds: float) -> None:
+    def _sleep(seconds: float, timeout_s: float | None, operation: str) -> None:
+        """Take as long as a real model would, and time out as a real client would when that is too long."""
+        if timeout_s is not None and seconds > timeout_s:
+            time.sleep(max(0.0, timeout_s))
+            raise LLMTimeout(f"{operation}: timed out after {timeout_s:.1f}s")
         if seconds > 0:
             time.sleep(seconds)
 
     def chat(
-        self, messages: list[dict[str, str]], *, purpose: str = "reply", max_tokens: int | None = None
+        self, messages: list[dict[str, str]], *, purpose: str = "reply", max_tokens: int | None = None,
+        timeout_s: float | None = None,
     ) -> Completion:
         self._maybe_fail("chat", messages)
-        self._sleep(self.reply_delay_s)
+        self._sleep(self.reply_delay_s, timeout_s, "chat")
         text = self._reply(messages)
         if max_tokens is not None:
             text = _clip(text, max(1, max_tokens * 4))
@@ -210,9 +215,10 @@ class OfflineLLM:
         text = "I remember that " + "; and that ".join(chosen) + ". " + ack if chosen else "Noted. " + ack
         return _clip(text, _MAX_REPLY_CHARS)
 
-    def structured(self, messages: list[dict[str, str]], schema: type[T], *, purpose: str) -> Structured[T]:
+    def structured(self, messages: list[dict[str, str]], schema: type[T], *, purpose: str,
+                   timeout_s: float | None = None) -> Structured[T]:
         self._maybe_fail(f"structured:{purpose}", messages)
-        self._sleep(self.structured_delay_s)
+        self._sleep(self.structured_delay_s, timeout_s, f"structured:{purpose}")
         skill = _SKILLS.get(purpose)
         if skill is None:
             try:
@@ -228,9 +234,9 @@ class OfflineLLM:
         )
         return Structured(value=value, usage=usage)
 
-    def embed(self, texts: list[str]) -> Embeddings:
+    def embed(self, texts: list[str], *, timeout_s: float | None = None) -> Embeddings:
         self._maybe_fail("embed", [{"role": "user", "content": t} for t in texts])
-        self._sleep(self.embed_delay_s)
+        self._sleep(self.embed_delay_s, timeout_s, "embed")
         vectors = [hashed_embedding(t, self.dimensions) for t in texts]
         usage = Usage(model=self.embedding_model, prompt_tokens=sum(estimate_tokens(t) for t in texts))
         return Embeddings(vectors=vectors, usage=usage)

@@ -91,6 +91,8 @@ class OpenAICompatibleLLM:
         self.dimensions = dimensions
         self.structured_mode = structured_mode
         self._api_key = api_key or ""
+        self._timeout_s = timeout_s
+        self._max_retries = max_retries
         self._client = openai.OpenAI(
             base_url=base_url,
             # Self-hosted compatible servers often need no key, but the SDK refuses an empty one.
@@ -111,17 +113,21 @@ class OpenAICompatibleLLM:
     # --- calls ---------------------------------------------------------------------------------------
 
     def chat(
-        self, messages: list[dict[str, str]], *, purpose: str = "reply", max_tokens: int | None = None
+        self, messages: list[dict[str, str]], *, purpose: str = "reply", max_tokens: int | None = None,
+        timeout_s: float | None = None,
     ) -> Completion:
         extra: dict[str, Any] = {} if max_tokens is None else {"max_tokens": max_tokens}
+        client = self._within("chat", timeout_s)
         response = self._call(
             "chat",
-            lambda: self._client.chat.completions.create(model=self.chat_model, messages=messages, **extra),
+            lambda: client.chat.completions.create(model=self.chat_model, messages=messages, **extra),
         )
         message, _ = _first_message(response)
         return Completion(text=message.content or "", usage=self._chat_usage(response))
 
-    def structured(self, messages: list[dict[str, str]], schema: type[T], *, purpose: str) -> Structured[T]:
+    def structured(self, messages: list[dict[str, str]], schema: type[T], *, purpose: str,
+                   timeout_s: float | None = None) -> Structured[T]:
+        client = self._within(f"structured:{purpose}", timeout_s)
         if self.structured_mode == "json_schema":
             json_schema, strict = _strict_schema(schema)
             response_format: dict[str, Any] = {
@@ -138,7 +144,7 @@ class OpenAICompatibleLLM:
             prompt = _with_schema_instruction(messages, schema)
         response = self._call(
             f"structured:{purpose}",
-            lambda: self._client.chat.completions.create(
+            lambda: client.chat.completions.create(
                 model=self.chat_model, messages=prompt, response_format=response_format
             ),
         )
@@ -156,9 +162,10 @@ class OpenAICompatibleLLM:
             ) from err
         return Structured(value=value, usage=self._chat_usage(response))
 
-    def embed(self, texts: list[str]) -> Embeddings:
+    def embed(self, texts: list[str], *, timeout_s: float | None = None) -> Embeddings:
         if not texts:
             return Embeddings(vectors=[], usage=Usage(model=self.embedding_model, calls=0))
+        client = self._within("embed", timeout_s)
         extra: dict[str, Any] = {"encoding_format": "float"}
         # Only the text-embedding-3 family can shorten its vectors; other models reject the parameter.
         if self.embedding_model.startswith("text-embedding-3"):
@@ -171,7 +178,7 @@ class OpenAICompatibleLLM:
             batch = [t if t.strip() else " " for t in texts[start : start + _MAX_EMBED_BATCH]]
             response = self._call(
                 "embed",
-                lambda batch=batch: self._client.embeddings.create(
+                lambda batch=batch: client.embeddings.create(
                     model=self.embedding_model, input=batch, **extra
                 ),
             )
@@ -214,6 +221,17 @@ class OpenAICompatibleLLM:
             prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
             completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
         )
+
+    def _within(self, operation: str, timeout_s: float | None) -> openai.OpenAI:
+        """The SDK client for a call that must finish within `timeout_s` (retries included): each attempt gets
+        the configured timeout or the whole budget if that is less, and only as many retries as fit."""
+        if timeout_s is None:
+            return self._client
+        if timeout_s <= 0:
+            raise LLMTimeout(f"{operation}: no time left for the call")
+        attempt_s = min(self._timeout_s, timeout_s)
+        retries = max(0, min(self._max_retries, int(timeout_s // attempt_s) - 1))
+        return self._client.with_options(timeout=attempt_s, max_retries=retries)
 
     def _call(self, operation: str, fn: Callable[[], _R]) -> _R:
         try:

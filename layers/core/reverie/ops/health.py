@@ -11,12 +11,14 @@ from reverie.cache import outbox
 from reverie.jobs import delivery
 from reverie.ops.stalls import find_stalls
 from reverie.ops.status import system_status
+from reverie.platform.deadline import Deadline
 from reverie.platform.metric_names import Metric
 from reverie.platform.observability import logger, metrics
 from reverie.store.processed_jobs import last_processed_at
 
 
-def probe(clients) -> dict[str, Any]:
+def probe(clients, deadline: Deadline | None = None) -> dict[str, Any]:
+    """Check everything, drain the outbox within `deadline` (less what the rest of the probe needs)."""
     report: dict[str, Any] = {"engines": {}}
     for name, check in (("postgres", lambda: clients.db.ping()),
                         ("valkey", lambda: clients.valkey.ping())):
@@ -27,7 +29,8 @@ def probe(clients) -> dict[str, Any]:
             report["engines"][name] = f"down: {type(exc).__name__}"
             metrics.add_metric(name=Metric.ENGINE_DOWN, unit=MetricUnit.Count, value=1)
     if report["engines"]["valkey"] == "ok":
-        report["outbox_drain"] = drain_outbox(clients)
+        drain_by = Deadline(deadline.at - delivery.DRAIN_MARGIN_S) if deadline is not None else None
+        report["outbox_drain"] = drain_outbox(clients, drain_by)
     report.update(system_status(clients))
     deepest = max((q["queue"] or {}).get("visible", 0) for q in report["queues"].values())
     dead = sum((q["dlq"] or {}).get("visible", 0) for q in report["queues"].values())
@@ -45,18 +48,19 @@ def probe(clients) -> dict[str, Any]:
     return report
 
 
-def drain_outbox(clients) -> dict[str, Any]:
-    """Publish parked jobs, then report what is left as metrics (an outbox that does not empty alarms)."""
+def drain_outbox(clients, deadline: Deadline | None = None) -> dict[str, Any]:
+    """Publish parked jobs until `deadline`, then report what is left as metrics (an outbox that does not empty
+    alarms)."""
     try:
-        result = delivery.drain(clients)
+        result = delivery.drain(clients, deadline=deadline)
         left = outbox.stats(clients.valkey)
     except Exception as exc:  # a failed drain must not cost the rest of the probe
         logger.error("outbox drain failed", extra={"error": f"{type(exc).__name__}: {exc}"})
         return {"error": type(exc).__name__}
     metrics.add_metric(name=Metric.OUTBOX_DEPTH, unit=MetricUnit.Count, value=left["jobs"])
     metrics.add_metric(name=Metric.OUTBOX_OLDEST_AGE, unit=MetricUnit.Seconds, value=left["oldest_age_s"])
-    return {"published": result.published, "dropped": result.dropped, "remaining": left["jobs"],
-            "oldest_age_s": left["oldest_age_s"]}
+    return {"published": result.published, "dropped": result.dropped, "refused": result.refused,
+            "remaining": left["jobs"], "users_left": result.users_left, "oldest_age_s": left["oldest_age_s"]}
 
 
 def check_stalls(clients, report: dict[str, Any]) -> int | None:

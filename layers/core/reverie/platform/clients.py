@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import threading
 from functools import cached_property
-from urllib.parse import quote
 
 import boto3
 import redis
 from botocore.config import Config
+from redis.cluster import RedisCluster
 
 from reverie.llm import LLM, make_llm
 from reverie.platform.config import Settings, get_settings
 from reverie.store import Database, check_schema
+from reverie.store.db import connection_string
 
 
 class Clients:
@@ -30,7 +31,8 @@ class Clients:
         if self._db is None:
             with self._db_lock:
                 if self._db is None:
-                    db = Database(self.database_url(), max_connections=self.settings.db_pool_max)
+                    # The URL's source, not the URL: refused credentials (a rotated secret) are fetched afresh.
+                    db = Database(self.database_url, max_connections=self.settings.db_pool_max)
                     try:
                         check_schema(db)
                     except Exception:
@@ -40,12 +42,20 @@ class Clients:
         return self._db
 
     @cached_property
-    def valkey(self) -> redis.Redis:
-        if not self.settings.redis_url:
+    def valkey(self) -> redis.Redis | RedisCluster:
+        """A cluster-aware client when the endpoint is a cluster (ElastiCache Serverless always is), else a plain
+        one. REDIS_CLUSTER says which; unset, the server is asked once (INFO cluster)."""
+        url = self.settings.redis_url
+        if not url:
             raise RuntimeError("REDIS_URL is not set")
-        return redis.Redis.from_url(
-            self.settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=30
-        )
+        options = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
+        cluster = self.settings.redis_cluster
+        if cluster is None:
+            with redis.Redis.from_url(url, **options) as probe:
+                cluster = bool(probe.info("cluster").get("cluster_enabled"))
+        if cluster:
+            return RedisCluster.from_url(url, **options)
+        return redis.Redis.from_url(url, health_check_interval=30, **options)
 
     def aws(self, service: str):
         return _aws_client(service, self.settings.aws_endpoint_url, self.settings.aws_region)
@@ -79,24 +89,30 @@ class Clients:
 
     def migration_database(self) -> Database:
         """A connection that does not insist on the current schema (migrating is what brings it there)."""
-        return Database(self.database_url(), max_connections=1)
+        return Database(self.database_url, max_connections=1)
 
-    def database_url(self) -> str:
+    def database_url(self, fresh: bool = False) -> str:
+        """DATABASE_URL as given, or one made of DATABASE_HOST/PORT/NAME and the username and password of the
+        DATABASE_SECRET_ARN secret (an RDS-managed secret holds only those). fresh: read the secret again,
+        not from the cache (RDS rotates it)."""
         s = self.settings
         if s.database_url:
             return s.database_url
-        if s.database_secret_arn:
-            secret = json.loads(self._secret(s.database_secret_arn))
-            return (
-                f"postgresql://{quote(secret['username'])}:{quote(secret['password'])}@{secret['host']}:"
-                f"{secret.get('port', 5432)}/{secret.get('dbname', 'postgres')}?sslmode=require"
-            )
-        raise RuntimeError("DATABASE_URL (or DATABASE_SECRET_ARN) is not set")
+        if s.database_secret_arn and s.database_host:
+            secret = json.loads(self._secret(s.database_secret_arn, fresh=fresh))
+            return connection_string(host=s.database_host, port=s.database_port, dbname=s.database_name,
+                                     user=secret["username"], password=secret["password"], sslmode=s.database_sslmode)
+        raise RuntimeError("set DATABASE_URL, or DATABASE_HOST with DATABASE_SECRET_ARN (the credentials)")
 
-    def _secret(self, arn: str) -> str:
-        from aws_lambda_powertools.utilities import parameters
+    def _secret(self, arn: str, *, fresh: bool = False) -> str:
+        """A secret's string, cached for 5 minutes (fresh: fetched now)."""
+        return self._secrets.get(arn, max_age=300, force_fetch=fresh)
 
-        return parameters.get_secret(arn, boto3_client=self.aws("secretsmanager"), max_age=300)
+    @cached_property
+    def _secrets(self):
+        from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
+        return SecretsProvider(boto3_client=self.aws("secretsmanager"))
 
     def close(self) -> None:
         if self._db is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from reverie.domain.tiers import Tier
@@ -16,9 +16,17 @@ class Settings(BaseSettings):
     stage: str = "local"
 
     # Engines. Each can point at an external engine instead of the embedded ones.
+    # Postgres: a full DATABASE_URL (local and simple setups), or the host, port and database name (in AWS, the
+    # RDS Proxy endpoint) with the credentials (username, password) from the DATABASE_SECRET_ARN secret.
     database_url: str | None = None
+    database_host: str | None = None
+    database_port: int = 5432
+    database_name: str = "postgres"
     database_secret_arn: str | None = None
+    database_sslmode: str = "require"
     redis_url: str | None = None
+    # A Valkey cluster (ElastiCache Serverless is one): true or false, or "auto" to ask the server at first use.
+    redis_cluster: bool | None = None
     aws_endpoint_url: str | None = None
     aws_region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
     # Set by Lambda itself: where reverie.after_response registers its extension.
@@ -42,8 +50,18 @@ class Settings(BaseSettings):
     llm_chat_model: str = "gpt-4o-mini"
     llm_embedding_model: str = "text-embedding-3-small"
     embedding_dimensions: int = 384
+    # One model call attempt; a call's retries go on only while its budget lasts.
     llm_timeout_s: float = 20.0
     llm_max_retries: int = 2
+    # What each purpose may spend on the model (retries included), within what the invocation has left. The
+    # chat and the memory API answer through API Gateway, which gives up at 30 s.
+    reply_timeout_s: float = 20.0
+    query_embed_timeout_s: float = 3.0
+    answer_timeout_s: float = 20.0
+    reflect_call_timeout_s: float = 60.0
+    # A reflector starts a round of learning only with this much of its invocation left; the jobs it does not
+    # reach stay held, and the next delivery or window sweep learns them.
+    reflect_round_s: float = 45.0
     # The offline model can sleep like a real one, for benchmarks.
     offline_reply_delay_ms: float = 0
     offline_embed_delay_ms: float = 0
@@ -65,6 +83,11 @@ class Settings(BaseSettings):
     # but the chat path runs its lookups concurrently.
     db_pool_max: int = 8
 
+    # Schema migrations: a statement waiting longer than this for a lock (another migration, or a long
+    # transaction on a table being altered) fails, and so does one that runs longer than the statement timeout.
+    migrate_lock_timeout_s: float = Field(default=30.0, gt=0)
+    migrate_statement_timeout_s: float = Field(default=240.0, gt=0)
+
     # The health probe calls a tier stalled when jobs have waited this long and it has written nothing since.
     stall_after_s: int = 900
 
@@ -76,6 +99,17 @@ class Settings(BaseSettings):
     # batch as it comes. Model calls per job fall with the window; the time to learn grows with it.
     reflect_window_jobs: int = Field(default=20, ge=1, le=200)
     reflect_window_s: int = Field(default=300, ge=0, le=3600)
+
+    @field_validator("aws_endpoint_url", mode="before")
+    @classmethod
+    def _empty_endpoint_is_none(cls, value):
+        # template.yaml declares AWS_ENDPOINT_URL empty in AWS (so `sam local invoke` can set it): empty is unset.
+        return value or None
+
+    @field_validator("redis_cluster", mode="before")
+    @classmethod
+    def _auto(cls, value):
+        return None if isinstance(value, str) and value.strip().lower() in ("", "auto") else value
 
     def queue_url(self, tier: Tier | str) -> str | None:
         return getattr(self, f"{Tier(tier).value}_queue_url")

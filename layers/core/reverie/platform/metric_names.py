@@ -8,8 +8,11 @@ from enum import StrEnum
 class Metric(StrEnum):
     # The chat turn's job reached neither the topic nor the outbox (MemoryNotSavedAlarm).
     MEMORY_NOT_SAVED = "MemoryNotSaved"
-    # The topic refused a job; it waits in the Valkey outbox.
+    # The topic could not be reached or answered an error worth retrying; the job waits in the Valkey outbox.
     JOB_PARKED = "JobParked"
+    # The topic refused a job for good (too large, a group id or a character it refuses): the job is failed,
+    # with its reason in its status, and the user's later jobs go on (JobsRefusedAlarm).
+    JOBS_REFUSED = "JobsRefused"
     # Parked jobs published by a drain (the health probe or the user's next turn).
     OUTBOX_DRAINED = "OutboxDrained"
     OUTBOX_DEPTH = "OutboxDepth"

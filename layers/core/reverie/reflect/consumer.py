@@ -26,6 +26,7 @@ from reverie.domain.fields import SAFE_ID_PATTERN
 from reverie.domain.tiers import Tier
 from reverie.jobs import dlq
 from reverie.jobs.message import ReflectionJob, parse_job
+from reverie.platform.deadline import Deadline
 from reverie.platform.metric_names import Metric
 from reverie.platform.observability import logger, metrics
 from reverie.reflect import (
@@ -36,11 +37,14 @@ from reverie.reflect.learn import user_hash
 from reverie.store import processed_jobs
 
 _SAFE_ID = re.compile(SAFE_ID_PATTERN)
+# What an invocation keeps of its time for the batch response and its logs.
+ANSWER_RESERVE_S = 5.0
 
 
 def handle_batch(tier: Tier, event: dict[str, Any], context: Any, clients) -> dict[str, Any]:
     """The reflector functions' entry point: a Lambda SQS event in, a partial batch response out."""
-    reflector = BatchReflector(Tier(tier), clients, event.get("Records") or [])
+    deadline = Deadline.of(context, reserve_s=ANSWER_RESERVE_S)
+    reflector = BatchReflector(Tier(tier), clients, event.get("Records") or [], deadline)
     # skip_group_on_error: one user's failure holds back only that user's later jobs (see the module docstring).
     processor = SqsFifoPartialProcessor(skip_group_on_error=True)
     return process_partial_response(event=event, record_handler=reflector.handle_record, processor=processor,
@@ -112,9 +116,10 @@ def scope_of(body: str) -> tuple[str, str, str | None] | None:
 
 
 class BatchReflector:
-    def __init__(self, tier: Tier, clients, records: list[dict[str, Any]]):
+    def __init__(self, tier: Tier, clients, records: list[dict[str, Any]], deadline: Deadline | None = None):
         self.tier = Tier(tier)
         self.clients = clients
+        self.deadline = deadline
         self.deliveries = {d.message_id: d for d in map(read_record, records)}
         self.groups = group_deliveries(list(self.deliveries.values()))
         self.group_of = {d.message_id: gid for gid, ds in self.groups.items() for d in ds}
@@ -131,7 +136,7 @@ class BatchReflector:
         group = self.groups[group_id]
         receive_counts = {d.job.job_id: d.receive_count for d in group if d.job is not None}
         for batch in user_batches(group):
-            window.take(self.clients, self.tier, [d.job for d in batch], receive_counts)
+            window.take(self.clients, self.tier, [d.job for d in batch], receive_counts, self.deadline)
         for request in {d.close for d in group if d.close is not None}:
             self.close(request)
         self.finished.add(group_id)
@@ -144,7 +149,7 @@ class BatchReflector:
                                                                           "for_tier": request.tier.value})
             return
         try:
-            window.close(self.clients, self.tier, request.project_id, request.user_id)
+            window.close(self.clients, self.tier, request.project_id, request.user_id, deadline=self.deadline)
         except Exception as exc:
             logger.warning("window not closed; the next sweep retries", extra={
                 "tier": self.tier.value, "user_hash": user_hash(request.user_id), "error_type": type(exc).__name__})

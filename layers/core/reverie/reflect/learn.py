@@ -15,6 +15,7 @@ from reverie.domain.outcomes import TierOutcome
 from reverie.domain.tiers import Tier, TierStatus
 from reverie.jobs.message import ReflectionJob
 from reverie.llm.meter import Meter
+from reverie.platform.deadline import Deadline
 from reverie.platform.metric_names import Metric
 from reverie.platform.observability import logger, metrics
 from reverie.reflect import episodic, procedural, semantic
@@ -33,8 +34,8 @@ def user_hash(user_id: str) -> str:
     return hashlib.sha256(user_id.encode()).hexdigest()[:12]
 
 
-def learn(clients, tier: Tier, jobs: Sequence[ReflectionJob], meter: Meter | None = None
-          ) -> dict[str, TierOutcome]:
+def learn(clients, tier: Tier, jobs: Sequence[ReflectionJob], meter: Meter | None = None,
+          deadline: Deadline | None = None) -> dict[str, TierOutcome]:
     """Reflect the jobs (all of one project and user, in order) and return the outcome of those applied now.
 
     Jobs already done or empty in this tier are skipped without any model call. Jobs made before their user
@@ -47,7 +48,8 @@ def learn(clients, tier: Tier, jobs: Sequence[ReflectionJob], meter: Meter | Non
     project_id, user_id = jobs[0].project_id, jobs[0].user_id
     if any(j.project_id != project_id or j.user_id != user_id for j in jobs):
         raise ValueError("a user batch holds the jobs of one project and user")
-    meter = meter or Meter(clients.llm)
+    budget = clients.settings.reflect_call_timeout_s
+    meter = meter or Meter(clients.llm, lambda purpose: deadline.budget(budget) if deadline is not None else budget)
     db = clients.db
 
     with db.transaction() as conn, conn.cursor() as cur:

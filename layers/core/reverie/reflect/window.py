@@ -26,7 +26,8 @@ from reverie.domain.errors import InvalidJob
 from reverie.domain.fields import SAFE_ID_PATTERN, utcnow
 from reverie.domain.tiers import TIERS, Tier, TierStatus
 from reverie.jobs import dlq
-from reverie.jobs.message import ReflectionJob, encode, parse_job
+from reverie.jobs.message import ReflectionJob, encode, message_group, parse_job
+from reverie.platform.deadline import Deadline
 from reverie.platform.metric_names import Metric
 from reverie.platform.observability import logger, metrics
 from reverie.reflect.learn import learn, user_hash
@@ -48,7 +49,7 @@ class CloseRequest:
 
     @property
     def group_id(self) -> str:
-        return f"{self.project_id}:{self.user_id}"  # the user's jobs' group: closed in order with them
+        return message_group(self.project_id, self.user_id)  # the user's jobs' group: closed in order with them
 
     def body(self) -> str:
         return json.dumps({"kind": CLOSE, "project_id": self.project_id, "user_id": self.user_id,
@@ -71,8 +72,9 @@ def is_due(state: held_jobs.WindowState, settings) -> bool:
     return state.jobs >= settings.reflect_window_jobs or state.age_s >= settings.reflect_window_s
 
 
-def take(clients, tier: Tier, jobs: Sequence[ReflectionJob], receive_counts: dict[str, int]) -> None:
-    """Hold a user's delivered jobs (in order) and learn the window when it is due."""
+def take(clients, tier: Tier, jobs: Sequence[ReflectionJob], receive_counts: dict[str, int],
+         deadline: Deadline | None = None) -> None:
+    """Hold a user's delivered jobs (in order) and learn the window when it is due (within `deadline`)."""
     tier = Tier(tier)
     project_id, user_id = jobs[0].project_id, jobs[0].user_id
     with clients.db.transaction() as conn, conn.cursor() as cur:
@@ -81,20 +83,25 @@ def take(clients, tier: Tier, jobs: Sequence[ReflectionJob], receive_counts: dic
     if not is_due(state, clients.settings):
         logger.debug("jobs held", extra={"tier": tier.value, "user_hash": user_hash(user_id), "held": state.jobs})
         return
-    close(clients, tier, project_id, user_id, receive_counts=receive_counts)
+    close(clients, tier, project_id, user_id, receive_counts=receive_counts, deadline=deadline)
 
 
-def close(clients, tier: Tier, project_id: str, user_id: str, *, receive_counts: dict[str, int] | None = None
-          ) -> None:
-    """Learn every job the user's window holds, oldest first. On failure the outcome of each job is recorded
-    (see the module docstring) and the error is raised."""
+def close(clients, tier: Tier, project_id: str, user_id: str, *, receive_counts: dict[str, int] | None = None,
+          deadline: Deadline | None = None) -> None:
+    """Learn every job the user's window holds, oldest first, in rounds of at most MAX_JOBS_PER_ROUND; a round
+    starts only with `reflect_round_s` of the deadline left (the rest stays held for the next delivery or
+    sweep). On failure the outcome of each job is recorded (see the module docstring) and the error is raised."""
     while True:
+        if deadline is not None and deadline.remaining() < clients.settings.reflect_round_s:
+            logger.warning("window left open: not enough time left for a round", extra={
+                "tier": tier.value, "user_hash": user_hash(user_id), "remaining_s": round(deadline.remaining(), 1)})
+            return
         with clients.db.transaction() as conn, conn.cursor() as cur:
             window = [parse_job(body) for body in held_jobs.window(cur, project_id, user_id, tier, MAX_JOBS_PER_ROUND)]
         if not window:
             return
         try:
-            learn(clients, tier, window)
+            learn(clients, tier, window, deadline=deadline)
         except Exception as exc:
             record_failure(clients, tier, window, receive_counts or {}, exc)
             raise

@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
+import psycopg2.errors
+
 from reverie.domain.errors import SchemaBehind
 from reverie.store.db import Database
 
@@ -47,10 +49,42 @@ def current_version(db: Database) -> int:
         return int(cur.fetchone()[0])
 
 
-def migrate(db: Database) -> list[Migration]:
-    """Apply what is missing, all in one transaction under an advisory lock. A second run applies nothing."""
+class MigrationTimeout(RuntimeError):
+    """A migration gave up waiting: for a lock (lock_timeout) or for a statement to finish (statement_timeout).
+    Its transaction is rolled back, so nothing of it is applied."""
+
+
+def migrate(db: Database, *, lock_timeout_s: float = 30.0, statement_timeout_s: float = 240.0) -> list[Migration]:
+    """Apply what is missing, all in one transaction under an advisory lock. A second run applies nothing.
+
+    A statement that waits longer than `lock_timeout_s` for a lock (the advisory lock held by another migrator,
+    or a table a long transaction holds) or runs longer than `statement_timeout_s` fails fast with
+    MigrationTimeout, instead of outliving the deploy that runs it."""
+    try:
+        return _migrate(db, lock_timeout_s, statement_timeout_s)
+    except psycopg2.errors.LockNotAvailable as exc:
+        raise MigrationTimeout(
+            f"migration waited more than {lock_timeout_s:g} s for a lock (lock_timeout) and was rolled back: "
+            "another migration may be running, or a long transaction holds a table it alters "
+            f"(see pg_locks / pg_stat_activity): {_first_line(exc)}"
+        ) from exc
+    except psycopg2.errors.QueryCanceled as exc:
+        raise MigrationTimeout(
+            f"a migration statement ran longer than {statement_timeout_s:g} s (statement_timeout) and was "
+            f"rolled back: {_first_line(exc)}"
+        ) from exc
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _migrate(db: Database, lock_timeout_s: float, statement_timeout_s: float) -> list[Migration]:
     applied: list[Migration] = []
     with db.transaction() as conn, conn.cursor() as cur:
+        # SET LOCAL: for this transaction only (the connection goes back to the pool without them).
+        cur.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
+                    (_ms(lock_timeout_s), _ms(statement_timeout_s)))
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
         cur.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -69,6 +103,11 @@ def migrate(db: Database) -> list[Migration]:
             )
             applied.append(migration)
     return applied
+
+
+def _ms(seconds: float) -> str:
+    """A timeout setting's value: whole milliseconds, at least 1 (0 would mean no timeout at all)."""
+    return f"{max(1, round(seconds * 1000))}ms"
 
 
 def check_schema(db: Database) -> int:
