@@ -13,6 +13,7 @@ import pytest
 
 from reverie_dev.local.runner import LocalStack
 from reverie_dev.local.template import Template
+from tests.support.aws_calls import AwsCalls
 
 
 @pytest.fixture(scope="package")
@@ -32,9 +33,20 @@ def stack(tmp_path_factory):
     sqs = local.client("sqs")
     for spec in Template().queues().values():
         sqs.purge_queue(QueueUrl=local.engines.refs[spec.logical_id])
+    local.aws_calls = AwsCalls().install()
     yield local
+    local.aws_calls.uninstall()
     local.stop()
     os.environ.update(inherited)
+
+
+@pytest.fixture(autouse=True)
+def calls_the_roles_allow(request):
+    """Every e2e test also checks that what the functions called in AWS is what their roles allow."""
+    yield
+    if "stack" in request.fixturenames:
+        stack = request.getfixturevalue("stack")
+        assert stack.aws_calls.not_allowed() == [], "a function called AWS beyond reverie.platform.permissions"
 
 
 @pytest.fixture
