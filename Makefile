@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 DEV_ARGS ?=
 
-.PHONY: setup dev dev-reset test test-unit lint layer bench bench-chat bench-reflect bench-recall bench-vector deploy clean
+.PHONY: setup dev dev-reset test test-unit lint layer bench bench-chat bench-reflect bench-recall bench-vector bench-faults deploy clean
 
 setup: $(STAMP)
 
@@ -54,6 +54,10 @@ bench-recall: setup
 
 bench-vector: setup
 	$(BIN)/python bench/vector_scan.py
+
+# Engines stopped and the model broken for real, scenario by scenario: bench/results/faults.json
+bench-faults: setup
+	$(BIN)/python bench/faults.py
 
 deploy:
 	sam build && sam deploy --guided

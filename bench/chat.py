@@ -140,9 +140,10 @@ def _copy_lines_star(args) -> str:
 
 def preload(db, project: str, rows: list[tuple[str, str, str]], dims: int, model: str) -> dict[str, float]:
     """COPY the memories in (embeddings computed on every core), with the vector index rebuilt after the load
-    from its own definition, as a bulk load into pgvector should be done."""
+    from its own definition, as a bulk load into pgvector should be done. `db` is the owner's: indexes and VACUUM
+    are the owner's to change."""
     started = time.perf_counter()
-    with db.transaction() as conn, conn.cursor() as cur:
+    with db.transaction(project) as conn, conn.cursor() as cur:
         cur.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'memories' AND indexdef ILIKE "
                     "'%USING hnsw%'")
         vector_indexes = cur.fetchall()
@@ -150,14 +151,14 @@ def preload(db, project: str, rows: list[tuple[str, str, str]], dims: int, model
             cur.execute(f'DROP INDEX "{name}"')
     ids = [(str(uuid.uuid4()), user, tier, text) for user, tier, text in rows]
     chunks = [(ids[i : i + 5000], project, dims, model) for i in range(0, len(ids), 5000)]
-    with multiprocessing.get_context("fork").Pool(os.cpu_count() or 1) as workers, db.transaction() as conn, \
+    with multiprocessing.get_context("fork").Pool(os.cpu_count() or 1) as workers, db.transaction(project) as conn, \
             conn.cursor() as cur:
         for lines in workers.imap(_copy_lines_star, chunks):
             cur.copy_expert(
                 "COPY memories (id, project_id, user_id, tier, text, content_hash, embedding, embedding_model)"
                 " FROM STDIN", io.StringIO(lines))
     loaded = time.perf_counter()
-    with db.transaction() as conn, conn.cursor() as cur:
+    with db.transaction(project) as conn, conn.cursor() as cur:
         cur.execute("SET maintenance_work_mem = '512MB'")
         cur.execute(f"SET max_parallel_maintenance_workers = {max(0, (os.cpu_count() or 1) - 1)}")
         for _, definition in vector_indexes:
@@ -324,7 +325,7 @@ def sync_turn(clients, project: str, user: str, session: str, message: str) -> s
         clients.llm.structured(exchange, Extraction, purpose=purpose)
         texts[tier] = f"{tier.value} note {uuid.uuid4().hex[:8]}: {message}"
     vectors = clients.llm.embed(list(texts.values())).vectors
-    with clients.db.transaction() as conn, conn.cursor() as cur:
+    with clients.db.transaction(project) as conn, conn.cursor() as cur:
         for (tier, text), vector in zip(texts.items(), vectors, strict=True):
             store.insert(cur, project, user, store.NewMemory(tier=tier, text=text, embedding=vector,
                                                              embedding_model=clients.llm.embedding_model))
@@ -393,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     from reverie.platform import after_response
     from reverie.platform import clients as runtime
     from reverie.platform.observability import logger
-    from reverie.store import Database, migrate
+    from reverie.store import Database
     from reverie.store.projects import create_project
     from reverie_dev.local import engines as local_engines
     from reverie_dev.local.context import LambdaContext
@@ -410,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     started_engines = local_engines.start()
     os.environ.update(started_engines.environment())
     runtime.reset()
-    migrate(Database(started_engines.database_url, max_connections=1))
+    owner = Database(started_engines.database_url, max_connections=1)  # migrated by local_engines.start()
     clients = runtime.clients()
     timed = TimedLLM(clients.llm)
     clients.__dict__["llm"] = timed  # the handler reaches the same Clients through runtime.clients()
@@ -419,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         create_project(clients.db, project)
         print(f"preloading {memories_n} memories over {len(users)} users...", file=sys.stderr)
-        build = preload(clients.db, project, memory_rows(memories_n, users, args.seed), timed.dimensions,
+        build = preload(owner, project, memory_rows(memories_n, users, args.seed), timed.dimensions,
                         timed.embedding_model)
         print(f"  {build}", file=sys.stderr)
 
@@ -478,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
             list(workers.map(run_user, list(by_user)))
     finally:
         runtime.reset()
+        owner.close()
         started_engines.stop()
         for stop in reversed(stops):
             stop()

@@ -59,15 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     from reverie.chat import recall
     from reverie.domain.tiers import Tier
     from reverie.platform import clients as runtime
-    from reverie.store import Database, migrate
     from reverie.store import memories as store
     from reverie.store.projects import create_project
     from reverie_dev.local import engines as local_engines
 
     started = local_engines.start()
     os.environ.update(started.environment())
-    runtime.reset()
-    migrate(Database(started.database_url, max_connections=1))
+    runtime.reset()  # local_engines.start() migrated the database
     clients = runtime.clients()
     llm, db = clients.llm, clients.db
     project = "locomo"
@@ -83,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             user = sample["sample_id"]
             turns = turns_of(sample)
             vectors = llm.embed([t["text"] for t in turns]).vectors
-            with db.transaction() as conn, conn.cursor() as cur:
+            with db.transaction(project) as conn, conn.cursor() as cur:
                 for turn, vector in zip(turns, vectors, strict=True):
                     store.insert(cur, project, user, store.NewMemory(
                         tier=Tier.EPISODIC, text=turn["text"], embedding=vector, embedding_model=llm.embedding_model,

@@ -155,7 +155,7 @@ def wait_for(condition, timeout_s: float, what: str, every_s: float = 0.25):
 
 
 def counts(db, project: str) -> dict[str, int]:
-    with db.cursor() as cur:
+    with db.cursor(project) as cur:
         cur.execute(
             "SELECT (SELECT count(*) FROM memories WHERE project_id = %(p)s) AS memories,"
             " (SELECT count(*) FROM memories WHERE project_id = %(p)s AND superseded_at IS NULL) AS current,"
@@ -188,7 +188,7 @@ def scenario(stack, clients, llm, plan, per_user, personas, *, backlog: bool, ti
     from reverie.domain.tiers import TIERS
     from reverie.jobs import delivery
     from reverie.jobs.message import make_job
-    from reverie.store import held_jobs
+    from reverie.store import ALL_PROJECTS, held_jobs
     from reverie.store.projects import create_project
 
     project = "bench-" + uuid.uuid4().hex[:6]
@@ -225,7 +225,7 @@ def scenario(stack, clients, llm, plan, per_user, personas, *, backlog: bool, ti
         # A window only the sweep can close (its user said nothing more): fire the sweep once it is due, as
         # the every-minute schedule would.
         if queues_empty(sqs, queue_urls):
-            with clients.db.transaction() as conn, conn.cursor() as cur:
+            with clients.db.transaction(ALL_PROJECTS) as conn, conn.cursor() as cur:
                 due = held_jobs.due_windows(cur, clients.settings.reflect_window_s)
             if due:
                 stack.run_schedule("windows")
@@ -236,7 +236,7 @@ def scenario(stack, clients, llm, plan, per_user, personas, *, backlog: bool, ti
     first_pass = counts(clients.db, project)
     calls = llm.snapshot() - calls_before
 
-    with clients.db.cursor() as cur:
+    with clients.db.cursor(project) as cur:
         cur.execute("SELECT job_id, extract(epoch FROM max(processed_at)) AS at FROM processed_jobs"
                     " WHERE project_id = %s GROUP BY job_id", (project,))
         done_at = {r["job_id"]: float(r["at"]) for r in cur.fetchall()}
@@ -258,7 +258,7 @@ def scenario(stack, clients, llm, plan, per_user, personas, *, backlog: bool, ti
         second_pass = counts(clients.db, project)
         redelivery_calls = sum((llm.snapshot() - before).values())
 
-    with clients.db.cursor() as cur:
+    with clients.db.cursor(project) as cur:
         cur.execute("SELECT user_id, text FROM memories WHERE project_id = %s AND tier = 'semantic'"
                     " AND superseded_at IS NULL AND metadata->>'slot' = 'home_city'", (project,))
         homes: dict[str, list[str]] = {}

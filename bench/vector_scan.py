@@ -55,16 +55,17 @@ def main(argv: list[str] | None = None) -> int:
 
     from reverie.chat import recall
     from reverie.domain.tiers import Tier
-    from reverie.store import Database, memory_search, migrate
+    from reverie.store import Database, memory_search
     from reverie.store.db import vector_literal
     from reverie.store.projects import create_project
     from reverie_dev.local import engines as local_engines
 
-    started = local_engines.start()
+    started = local_engines.start()  # migrated, with the functions' login role
     try:
-        db = Database(started.database_url, max_connections=2)
-        migrate(db)
-        create_project(db, "bench")
+        # Loaded by the owner (COPY does not take row-level security); searched as the functions search.
+        owner = Database(started.database_url, max_connections=1)
+        db = Database(started.app_database_url, max_connections=2)
+        create_project(owner, "bench")
         rng = random.Random(7)
         tiers = [t.value for t in Tier]
         load_started = time.perf_counter()
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             out.write("\t".join((str(uuid.uuid4()), "bench", f"u{i % args.users}", tiers[i % 3], f"memory {i}",
                                  uuid.uuid4().hex, vector_literal(unit_vector(rng)))) + "\n")
         out.seek(0)
-        with db.transaction() as conn, conn.cursor() as cur:
+        with owner.transaction("bench") as conn, conn.cursor() as cur:
             cur.copy_expert("COPY memories (id, project_id, user_id, tier, text, content_hash, embedding)"
                             " FROM STDIN", out)
         admin = psycopg2.connect(started.database_url)
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def nearest_full(i: int) -> None:
             # `nearest` as it was before half precision: the same scan on the full vectors.
-            with db.read(cursor_factory=None) as cur:
+            with db.read("bench", cursor_factory=None) as cur:
                 cur.execute(
                     "SELECT id::text, recorded_at, embedding <=> %s::vector AS d FROM memories"
                     " WHERE project_id = 'bench' AND user_id = %s AND tier = ANY(%s) AND superseded_at IS NULL"

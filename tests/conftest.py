@@ -17,18 +17,16 @@ from reverie_dev.local.context import LambdaContext
 
 @pytest.fixture(scope="session")
 def engines():
-    """Valkey, Postgres with pgvector and moto, with the template's topic and queues, migrated."""
+    """Valkey, Postgres with pgvector and moto, with the template's topic and queues, migrated by its owner
+    (`engines.database_url`). The functions, and `clients.db`, connect as the login role of `engines.app_database_url`,
+    which row-level security binds."""
     from reverie.platform import clients as runtime
-    from reverie.store import Database, migrate
     from reverie_dev.local import engines as local_engines
 
     started = local_engines.start()
     saved = dict(os.environ)
     os.environ.update(started.environment())
     runtime.reset()
-    db = Database(started.database_url, max_connections=2)
-    migrate(db)
-    db.close()
     yield started
     runtime.reset()
     os.environ.clear()

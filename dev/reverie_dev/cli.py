@@ -1,4 +1,5 @@
-"""The `reverie` command: migrate, projects and keys, the local stack, schedules, DLQs, and MCP over stdio."""
+"""The `reverie` command: migrate, projects and keys, every project's status, the local stack, schedules, DLQs, and
+MCP over stdio."""
 
 from __future__ import annotations
 
@@ -74,11 +75,19 @@ def cmd_key_list(args: argparse.Namespace) -> int:
 def cmd_key_revoke(args: argparse.Namespace) -> int:
     answer = _admin(args, {"action": "key.revoke", "project_id": args.project_id, "key_id": args.key_id})
     print(json.dumps(answer, indent=2))
+    bound = answer.get("refused_within_s")
+    within = (f"within {bound} s: API Gateway caches the authorizer's answer for a key up to ReauthorizeEvery, "
+              "and the authorizer caches the key up to AUTH_CACHE_TTL_S" if bound is not None else
+              "once the authorizer's caches expire")
     if answer.get("revoked"):
-        print("Revoked. A gateway that checked the key in the last minute or two may still let it through until "
-              "its cache expires.", file=sys.stderr)
+        print(f"Revoked. It is refused at once where no cache holds it, and everywhere {within}.", file=sys.stderr)
     else:
         print("It was revoked before.", file=sys.stderr)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    print(json.dumps(_admin(args, {"action": "ops.status"}), indent=2))
     return 0
 
 
@@ -167,6 +176,10 @@ def parser() -> argparse.ArgumentParser:
     kr.add_argument("project_id", metavar="PROJECT")
     kr.add_argument("key_id", metavar="KEY_ID")
     kr.set_defaults(func=cmd_key_revoke)
+
+    status = sub.add_parser("status", parents=[target], help="every project's figures, for operators: queue and DLQ "
+                            "depths, outboxes, reflection windows, failures, the projects with jobs waiting")
+    status.set_defaults(func=cmd_status)
 
     dev = sub.add_parser("dev", help="run the whole system locally (API on localhost:3000)")
     dev.add_argument("--port", type=int, default=3000)

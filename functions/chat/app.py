@@ -1,21 +1,12 @@
 """POST /v1/chat: the fast path. Answers from tier 1 and recalled memory; its reflection job is published after
-the response (reverie.platform.after_response)."""
+the response (reverie.platform.after_response). The route is reverie.api.chat's."""
 
-from reverie.api.resolver import make_resolver, oversized_body, project_id
-from reverie.chat.schemas import ChatRequest, ChatResponse
-from reverie.chat.turn import chat_turn
+from reverie.api.chat import add_chat_route
+from reverie.api.resolver import make_resolver, oversized_body
 from reverie.platform import after_response
-from reverie.platform.clients import clients
 from reverie.platform.observability import logger, metrics, tracer
 
-app = make_resolver()
-
-
-@app.post("/v1/chat")
-def chat(body: ChatRequest) -> ChatResponse:
-    return chat_turn(clients(), project_id(app), body,
-                     idempotency_key=app.current_event.headers.get("idempotency-key"),
-                     lambda_context=app.lambda_context)
+app = add_chat_route(make_resolver())
 
 
 @after_response.runs_deferred

@@ -25,7 +25,8 @@ def stack(tmp_path_factory):
     """
     # Engine URLs left in the environment by other test folders (run first when chosen on the command line)
     # would make the stack reuse those engines and their queues: the e2e stack always starts its own.
-    inherited = {k: os.environ.pop(k) for k in ("DATABASE_URL", "REDIS_URL", "AWS_ENDPOINT_URL") if k in os.environ}
+    inherited = {k: os.environ.pop(k) for k in ("DATABASE_URL", "DATABASE_OWNER_URL", "REDIS_URL", "AWS_ENDPOINT_URL")
+                 if k in os.environ}
     local = LocalStack(retry_delay_s=0, run_schedules=False)
     local.start(tmp_path_factory.mktemp("reverie-local"), persist=False, port=0)
     # moto keeps its state per process, so a moto server started earlier in this run shares its queues with

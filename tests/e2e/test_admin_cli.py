@@ -61,7 +61,8 @@ def test_project_and_keys_made_by_the_cli_work_on_the_api(stack, capsys):
     code, out, _ = run(stack, capsys, "key", "create", project_id)
     third = json.loads(out)
     code, out, err = run(stack, capsys, "key", "revoke", project_id, third["key_id"])
-    assert code == 0 and json.loads(out) == {"revoked": True}
+    assert code == 0 and json.loads(out) == {"revoked": True, "refused_within_s": 120}
+    assert "everywhere within 120 s" in err and "ReauthorizeEvery" in err and "AUTH_CACHE_TTL_S" in err
     assert status(stack, third["api_key"]) == 401
 
     code, out, _ = run(stack, capsys, "key", "list", project_id)
@@ -78,6 +79,39 @@ def test_the_cli_needs_no_environment_to_reach_the_local_stack(stack):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert status(stack, json.loads(done.stdout)["api_key"]) == 200
+
+
+def test_a_project_sees_its_own_status_and_reverie_status_sees_every_project(stack, capsys):
+    from reverie.cache import outbox
+    from tests.support.reflect import job
+
+    made = {}
+    for name in ("a", "b"):
+        code, out, err = run(stack, capsys, "project", "create", f"status-{name}-{secrets.token_hex(3)}")
+        assert code == 0, err
+        made[name] = json.loads(out)
+    # a job of each project waiting in the outbox, as if the topic had refused it for a while
+    parked = {name: job(m["project_id"], "ana", "I live in Porto.") for name, m in made.items()}
+    for name, j in parked.items():
+        outbox.park(stack.clients.valkey, made[name]["project_id"], "ana", j.job_id, j.model_dump_json())
+    try:
+        for name, other in (("a", "b"), ("b", "a")):
+            answer = httpx.get(f"{stack.base_url}/v1/status", timeout=30,
+                               headers={"Authorization": f"Bearer {made[name]['api_key']}"})
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            assert body["project_id"] == made[name]["project_id"] and body["outbox"]["jobs"] == 1
+            assert "queues" not in body and made[other]["project_id"] not in answer.text
+
+        code, out, err = run(stack, capsys, "status")
+        assert code == 0, err
+        report = json.loads(out)
+        assert set(report["queues"]) == {"episodic", "semantic", "procedural", "narrative"}
+        for m in made.values():
+            assert report["projects"][m["project_id"]]["outbox"]["jobs"] == 1
+    finally:
+        for name, j in parked.items():
+            outbox.remove(stack.clients.valkey, made[name]["project_id"], "ana", j.job_id)
 
 
 @pytest.mark.parametrize(("argv", "says"), [
@@ -143,6 +177,8 @@ def test_the_sam_env_file_points_at_the_running_engines_over_tcp(stack):
     assert values["DATABASE_URL"].startswith("postgresql://") and "@127.0.0.1:" in values["DATABASE_URL"]
     assert "host=" not in values["DATABASE_URL"]
     with psycopg2.connect(values["DATABASE_URL"], connect_timeout=5) as conn, conn.cursor() as cur:
+        # the functions' role, which row-level security shows a project's rows only in that project's transaction
+        cur.execute("SELECT set_config('reverie.project_id', 'dev', true)")
         cur.execute("SELECT id FROM projects WHERE id = 'dev'")
         assert cur.fetchone() == ("dev",)
 

@@ -17,14 +17,14 @@ TIERS = {"episodic", "semantic", "procedural"}
 
 
 def processed_tiers(stack, job_id: str) -> set[str]:
-    with stack.clients.db.cursor() as cur:
+    with stack.clients.db.cursor(stack.project_id) as cur:
         cur.execute("SELECT tier FROM processed_jobs WHERE project_id = %s AND job_id = %s",
                     (stack.project_id, job_id))
         return {row["tier"] for row in cur.fetchall()}
 
 
 def processed_rows(stack, job_id: str) -> int:
-    with stack.clients.db.cursor() as cur:
+    with stack.clients.db.cursor(stack.project_id) as cur:
         cur.execute("SELECT count(*) AS n FROM processed_jobs WHERE project_id = %s AND job_id = %s",
                     (stack.project_id, job_id))
         return cur.fetchone()["n"]

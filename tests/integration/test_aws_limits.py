@@ -19,7 +19,7 @@ from reverie.jobs.status import job_status
 from reverie.ops import health
 from reverie.platform.deadline import Deadline
 from tests.support.api import Api
-from tests.support.chat import drain_reflection_jobs, parked, post_chat, published
+from tests.support.chat import drain_reflection_jobs, parked, post_chat, published, user_keys_left
 from tests.support.clients import swapped
 from tests.support.functions import load_function
 from tests.support.memories import remember
@@ -68,8 +68,7 @@ def test_a_user_with_many_sessions_is_exported_and_forgotten_in_their_own_slot(a
     # Nothing of ana is left, found by scanning the whole keyspace here (the code never does).
     with redis.Redis.from_url(engines.redis_url) as plain:
         left = [k.decode() for k in plain.scan_iter(match="*", count=1000)]
-    anas = keys.user_tag(project.project_id, "ana")
-    assert [k for k in left if anas in k] == []
+    assert user_keys_left(clients, project.project_id, "ana") == []
     assert any(keys.user_tag(project.project_id, "bob") in k for k in left)
     assert api("GET", "/v1/users/ana/export")[1]["working_memory"] == []
 

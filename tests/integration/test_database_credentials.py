@@ -13,7 +13,7 @@ import pytest
 
 from reverie.domain.errors import ServiceUnavailable
 from reverie.platform.clients import Clients
-from reverie.store import Database
+from reverie.store import NO_PROJECT, Database
 from reverie.store.db import connection_string
 from tests.support.waiting import wait_for
 
@@ -97,7 +97,7 @@ def test_refused_credentials_are_fetched_afresh_once_and_the_connection_recovers
     role.rotate()  # the secret rotated after this process cached it
     assert not role.connects(credentials.cached)
 
-    with db.transaction() as conn, conn.cursor() as cur:
+    with db.transaction(NO_PROJECT) as conn, conn.cursor() as cur:
         cur.execute("SELECT current_user")
         assert cur.fetchone()[0] == role.name
     assert credentials.asked == [False, True]
@@ -110,10 +110,10 @@ def test_refused_credentials_are_fetched_afresh_once_and_the_connection_recovers
 def test_connections_in_use_finish_on_the_old_credentials_and_then_close(role):
     credentials = Credentials(role)
     db = Database(credentials, max_connections=2, connect_timeout_s=2)
-    with db.transaction() as outer:  # open before the rotation: a session outlives its password
+    with db.transaction(NO_PROJECT) as outer:  # open before the rotation: a session outlives its password
         old_pool = db._pool
         role.rotate()
-        with db.transaction() as inner, inner.cursor() as cur:  # a new connection: refused, then fresh
+        with db.transaction(NO_PROJECT) as inner, inner.cursor() as cur:  # a new connection: refused, then fresh
             cur.execute("SELECT 1")
         assert db._pool is not old_pool
         with outer.cursor() as cur:
@@ -169,7 +169,7 @@ def test_the_process_clients_connect_with_host_and_port_and_the_rotated_secret(r
         sm.put_secret_value(SecretId=arn, SecretString=json.dumps({"username": role.name,
                                                                   "password": role.rotate()}))
         process.close()  # the next connection is a new one: it opens with the cached (old) password first
-        with process.db.read() as cur:
+        with process.db.read(NO_PROJECT) as cur:
             cur.execute("SELECT current_user AS who")
             assert cur.fetchone()["who"] == role.name
     finally:

@@ -120,7 +120,8 @@ def empty_database(engines):
 
 
 def clients_with(base: Clients, **settings) -> Clients:
-    return Clients(base.settings.model_copy(update=settings))
+    # The owner's URL would win over these for migrating: the database given here is the one to migrate.
+    return Clients(base.settings.model_copy(update={"database_owner_url": None, **settings}))
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 import json
 
+from reverie.store import NO_PROJECT
 from reverie_dev.local.template import Template
 
 
@@ -39,7 +40,7 @@ def test_a_published_job_reaches_every_tier_queue_once(engines, clients, project
 
 
 def test_pgvector_and_valkey_are_real(clients):
-    with clients.db.transaction() as conn, conn.cursor() as cur:
+    with clients.db.transaction(NO_PROJECT) as conn, conn.cursor() as cur:
         cur.execute("SELECT '[1,0]'::vector <=> '[0,1]'::vector")
         assert cur.fetchone()[0] == 1.0
     assert clients.valkey.ping() is True

@@ -15,7 +15,7 @@ from reverie.llm.offline import register_skill, registered_skills, unregister_sk
 from reverie.reflect import narrative
 from reverie.store import memories
 from tests.support.api import Api, event
-from tests.support.chat import drain_reflection_jobs
+from tests.support.chat import drain_reflection_jobs, user_keys_left
 from tests.support.functions import load_function
 
 
@@ -70,7 +70,7 @@ def test_add_without_inference_stores_each_message_as_given_with_an_embedding(ap
     assert [m["text"] for m in stored] == ["Ana lives in Porto", "Ana answers in short bullet points"]
     assert {m["tier"] for m in stored} == {"procedural"} and all(m["user_id"] == "ana" for m in stored)
     assert all(m["metadata"] == {"source": "import"} for m in stored)
-    with clients.db.cursor() as cur:
+    with clients.db.cursor(project.project_id) as cur:
         cur.execute("SELECT count(*) AS n FROM memories WHERE project_id = %s AND embedding IS NOT NULL",
                     (project.project_id,))
         assert cur.fetchone()["n"] == 2
@@ -148,6 +148,39 @@ def test_delete_answers_204_and_the_history_keeps_the_delete(api):
     assert_error(*api("DELETE", f"/v1/memories/{memory['id']}")[:2], 404, "not_found")
 
 
+def test_a_deleted_memorys_text_is_gone_from_its_history_the_narratives_and_the_export(api, clients, project):
+    from reverie.jobs.message import NarrativeJob
+
+    p = project.project_id
+    [secret] = add(api, "ana", "4417 is Ana's door code")
+    with clients.db.transaction(p) as conn, conn.cursor() as cur:  # refined, then replaced: every event quotes it
+        assert memories.update_text(cur, p, "ana", secret["id"], "4417 is Ana's front door code",
+                                    embedding=None, embedding_model=None, job_id="j-refine")
+    assert narrative.generate(clients, NarrativeJob(project_id=p, user_id="ana"))["version"] == 1  # cites it
+    [kept] = add(api, "ana", "Ana's door code was changed last spring")
+    with clients.db.transaction(p) as conn, conn.cursor() as cur:
+        assert memories.supersede(cur, p, "ana", secret["id"], kept["id"], job_id="j-replace")
+    before = api("GET", f"/v1/memories/{secret['id']}/history")[1]["events"]
+    assert "4417" in json.dumps(before) and "4417" in api("GET", "/v1/users/ana/narrative")[1]["narrative"]
+
+    assert api("DELETE", f"/v1/memories/{secret['id']}")[0] == 204
+
+    status, history, _ = api("GET", f"/v1/memories/{secret['id']}/history")
+    assert status == 200
+    # Every event stays, with its kind, job and time; none keeps any text.
+    assert [(e["event"], e["job_id"]) for e in history["events"]] == [
+        ("ADD", None), ("UPDATE", "j-refine"), ("SUPERSEDE", "j-replace"), ("DELETE", None)]
+    assert [e["created_at"] for e in history["events"][:3]] == [e["created_at"] for e in before]
+    assert all(e["old_text"] is None and e["new_text"] is None for e in history["events"])
+    status, export, _ = api("GET", "/v1/users/ana/export")
+    assert status == 200 and export["next_cursor"] is None
+    assert "4417" not in json.dumps(export)
+    assert export["narratives"] == []  # the narrative written from it went with it
+    # What is not the deleted memory keeps its text.
+    assert [m["text"] for m in export["memories"]] == ["Ana's door code was changed last spring"]
+    assert api("GET", f"/v1/memories/{kept['id']}/history")[1]["events"][0]["new_text"] == kept["text"]
+
+
 @pytest.mark.parametrize("memory_id", [str(uuid.uuid4()), "not-a-uuid", "1"])
 @pytest.mark.parametrize("method,suffix", [("GET", ""), ("GET", "/history"), ("DELETE", "")])
 def test_unknown_or_malformed_memory_ids_are_404(api, memory_id, method, suffix):
@@ -177,7 +210,7 @@ def test_search_as_of_sees_a_fact_as_it_was_before_it_was_superseded(api, client
     [porto] = add(api, "ana", "Ana lives in Porto")
     before = datetime.now(UTC)
     [berlin] = add(api, "ana", "Ana lives in Berlin")
-    with clients.db.transaction() as conn, conn.cursor() as cur:
+    with clients.db.transaction(project.project_id) as conn, conn.cursor() as cur:
         assert memories.supersede(cur, project.project_id, "ana", porto["id"], berlin["id"], job_id=None)
     query = {"user_id": "ana", "query": "where does Ana live"}
     now = api("POST", "/v1/memories/search", body=query)[1]["results"]
@@ -226,7 +259,7 @@ def test_ask_cites_only_memories_that_were_actually_retrieved(api, inventive_ans
 def test_deep_query_reasons_over_the_timeline_and_replaced_facts(api, clients, project):
     [porto] = add(api, "ana", "Ana lives in Porto")
     [berlin] = add(api, "ana", "Ana lives in Berlin")
-    with clients.db.transaction() as conn, conn.cursor() as cur:
+    with clients.db.transaction(project.project_id) as conn, conn.cursor() as cur:
         memories.supersede(cur, project.project_id, "ana", porto["id"], berlin["id"], job_id=None)
     [trip] = add(api, "ana", "2026-11-20: Ana moved house to Berlin and found it stressful", tier="episodic")
     add(api, "ana", "Keep answers about Ana's moves short", tier="procedural")
@@ -302,7 +335,7 @@ def test_export_holds_everything_stored_for_the_user(api, clients, project):
 
     [porto] = add(api, "ana", "Ana lives in Porto")
     [berlin] = add(api, "ana", "Ana lives in Berlin")
-    with clients.db.transaction() as conn, conn.cursor() as cur:
+    with clients.db.transaction(project.project_id) as conn, conn.cursor() as cur:
         memories.supersede(cur, project.project_id, "ana", porto["id"], berlin["id"], job_id=None)
     add(api, "bob", "Bob likes jazz")
     working_memory.append_turns(clients.valkey, project.project_id, "ana", "s:1",
@@ -331,9 +364,8 @@ def test_forget_removes_the_user_everywhere_and_leaves_others_alone(api, clients
     assert status == 202 and body["job_id"]
 
     assert job_markers.known(clients.valkey, project.project_id, queued["job_id"]) is None
-    leftover = [k for k in clients.valkey.scan_iter(match="*") if b"ana" in k and project.project_id.encode() in k]
-    assert leftover == []
-    with clients.db.cursor() as cur:
+    assert user_keys_left(clients, project.project_id, "ana") == []
+    with clients.db.cursor(project.project_id) as cur:
         for table in ("memories", "memory_events", "narratives", "llm_usage", "processed_jobs"):
             cur.execute(f"SELECT count(*) AS n FROM {table} WHERE project_id = %s AND user_id = 'ana'",
                         (project.project_id,))
@@ -378,7 +410,7 @@ def test_a_key_of_one_project_can_never_reach_another_projects_memories(api, oth
     assert other_api("GET", f"/v1/memories/{theirs['id']}")[0] == 200
     assert [m["id"] for m in other_api("GET", "/v1/memories", query={"user_id": "ana"})[1]["memories"]] == [
         theirs["id"]]
-    with clients.db.cursor() as cur:
+    with clients.db.cursor(other_project.project_id) as cur:
         cur.execute("SELECT count(*) AS n FROM user_tombstones WHERE project_id = %s", (other_project.project_id,))
         assert cur.fetchone()["n"] == 0
 
@@ -424,7 +456,7 @@ BIG = "x" * (32 * 1024 + 1)
 ])
 def test_bad_bodies_are_refused_with_the_error_shape_and_nothing_is_stored(api, clients, project, path, body):
     assert_error(*api("POST", path, body=body)[:2], 400, "validation_error")
-    with clients.db.cursor() as cur:
+    with clients.db.cursor(project.project_id) as cur:
         cur.execute("SELECT count(*) AS n FROM memories WHERE project_id = %s", (project.project_id,))
         assert cur.fetchone()["n"] == 0
 
@@ -463,14 +495,17 @@ def test_an_unknown_route_is_a_well_formed_404(api):
 # ---------------------------------------------------------------- jobs, status, OpenAPI, MCP
 
 
-def test_status_reports_queues_the_outbox_and_the_last_write_per_tier(api, clients, project):
-    with clients.db.transaction() as conn, conn.cursor() as cur:
+def test_status_reports_the_projects_own_jobs_and_last_write_per_tier(api, clients, project):
+    with clients.db.transaction(project.project_id) as conn, conn.cursor() as cur:
         cur.execute("INSERT INTO processed_jobs (job_id, tier, project_id, user_id, status) VALUES"
                     " ('j1', 'semantic', %s, 'ana', 'done')", (project.project_id,))
     status, body, _ = api("GET", "/v1/status")
     assert status == 200
-    assert set(body["queues"]) == {"episodic", "semantic", "procedural", "narrative"}
-    assert set(body["outbox"]) >= {"jobs", "oldest_age_s"}
+    assert body["status"] == "ok" and body["project_id"] == project.project_id
+    assert "queues" not in body  # the shared queues mix every tenant's jobs
+    assert body["outbox"] == {"users": 0, "jobs": 0, "oldest_age_s": 0}
+    assert body["held"]["episodic"] == {"jobs": 0, "oldest_age_s": 0}
+    assert body["failed_24h"]["semantic"] == {"failed": 0, "dead": 0}
     assert body["last_write"]["semantic"]["status"] == "done"
     assert body["last_write"]["episodic"] is None
 
@@ -483,18 +518,25 @@ def test_the_openapi_document_is_served_without_a_key_and_documents_auth_and_err
                                                               "type": "http", "scheme": "bearer"}
     assert doc["security"] == [{"bearer": []}]
     operations = {(m.upper(), p): op for p, item in doc["paths"].items() for m, op in item.items()}
-    assert ("POST", "/v1/chat") not in operations and ("POST", "/mcp") not in operations
+    # The whole public API: the memory API's routes, the chat function's and the MCP endpoint.
     assert {("POST", "/v1/memories"), ("GET", "/v1/memories"), ("GET", "/v1/memories/{memory_id}"),
             ("GET", "/v1/memories/{memory_id}/history"), ("DELETE", "/v1/memories/{memory_id}"),
             ("POST", "/v1/memories/search"), ("POST", "/v1/memories/ask"), ("POST", "/v1/memories/deep-query"),
             ("GET", "/v1/context"), ("GET", "/v1/users/{user_id}/narrative"),
             ("POST", "/v1/users/{user_id}/narrative/regenerate"), ("GET", "/v1/users/{user_id}/export"),
-            ("DELETE", "/v1/users/{user_id}"), ("GET", "/v1/jobs/{job_id}"), ("GET", "/v1/status")} == set(operations)
+            ("DELETE", "/v1/users/{user_id}"), ("GET", "/v1/jobs/{job_id}"), ("GET", "/v1/status"),
+            ("POST", "/v1/chat"), ("POST", "/mcp")} == set(operations)
     for (_, path), op in operations.items():
-        assert "422" not in op["responses"]
+        # Validation failures are 400s; only the chat's Idempotency-Key reused with another body is a 422.
+        assert ("422" in op["responses"]) == (path == "/v1/chat")
         for code in ("400",) + (("404",) if "{" in path else ()):
             schema = op["responses"][code]["content"]["application/json"]["schema"]
-            assert schema == {"$ref": "#/components/schemas/ErrorBody"}
+            # MCP refusals are JSON-RPC errors, as MCP clients expect.
+            assert schema == {"$ref": "#/components/schemas/ErrorBody"} or path == "/mcp"
+        # Every operation may be rate limited: 429 in the error shape, with Retry-After.
+        assert op["responses"]["429"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/ErrorBody"}
+        assert set(op["responses"]["429"]["headers"]) == {"Retry-After"}
         # API Gateway refuses a missing or unknown key itself, in its own shape: both are documented.
         assert {"$ref": "#/components/schemas/GatewayError"} in op["responses"]["401"]["content"][
             "application/json"]["schema"]["anyOf"]

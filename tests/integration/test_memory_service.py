@@ -193,5 +193,5 @@ def test_memory_lines_keep_one_line_per_memory_whatever_the_text():
 
 def test_status_names_an_unreachable_engine_instead_of_failing(clients, project):
     report = api_jobs.status(Swapped(clients, valkey_down=True), project.project_id)
-    assert report["outbox"]["error"].startswith("unavailable")
-    assert set(report["last_write"]) == {"episodic", "semantic", "procedural"}
+    assert report.status == "degraded" and report.outbox.error.startswith("unavailable")
+    assert set(report.last_write) == {"episodic", "semantic", "procedural"}

@@ -4,7 +4,7 @@ import pytest
 
 from reverie.domain.errors import SchemaBehind
 from reverie.platform.clients import Clients
-from reverie.store import Database, current_version, latest_version, migrate
+from reverie.store import NO_PROJECT, Database, current_version, latest_version, migrate
 
 
 def _database_url(base: str, name: str) -> str:
@@ -17,7 +17,7 @@ def _database_url(base: str, name: str) -> str:
 def empty_database(engines):
     admin = Database(engines.database_url, max_connections=1)
     name = "schema_test"
-    with admin.transaction() as conn:
+    with admin.transaction(NO_PROJECT) as conn:
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS {name}")
@@ -33,7 +33,7 @@ def test_migrate_twice_is_a_noop_the_second_time(empty_database):
     assert [m.version for m in first] == list(range(1, latest_version() + 1))
     assert migrate(db) == []
     assert current_version(db) == latest_version()
-    with db.transaction() as conn, conn.cursor() as cur:
+    with db.transaction(NO_PROJECT) as conn, conn.cursor() as cur:
         cur.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
         assert cur.fetchone() is not None
     db.close()

@@ -51,7 +51,7 @@ def test_a_user_without_memories_gets_no_narrative(clients, project):
 def test_a_job_made_before_a_forget_writes_nothing(clients, project):
     _remember(clients, project.project_id, "bo", ["User plays chess"])
     job = NarrativeJob(project_id=project.project_id, user_id="bo")
-    with clients.db.transaction() as conn, conn.cursor() as cur:
+    with clients.db.transaction(project.project_id) as conn, conn.cursor() as cur:
         user_data.forget_user(cur, project.project_id, "bo")
     _remember(clients, project.project_id, "bo", ["User plays go"])  # new data after the forget
     assert narrative.generate(clients, job) == {"version": None, "reason": "user forgotten"}

@@ -78,7 +78,7 @@ def test_a_drainer_that_died_long_ago_is_not_republished_once_a_tier_has_process
     job = a_job(project.project_id, "ana", "I live in Porto")
     park(clients, job)
     claim_age(clients, job, outbox.SNS_DEDUP_WINDOW_S + 60)
-    with clients.db.transaction() as conn, conn.cursor() as cur:
+    with clients.db.transaction(project.project_id) as conn, conn.cursor() as cur:
         cur.execute("INSERT INTO processed_jobs (job_id, tier, project_id, user_id, status) VALUES (%s, 'semantic',"
                     " %s, 'ana', 'done')", (job.job_id, project.project_id))
     result = delivery.drain_user(clients, project.project_id, "ana")

@@ -48,11 +48,11 @@ def test_the_vector_half_returns_exactly_the_users_own_nearest_rows(clients, pro
 def test_a_search_as_of_a_past_moment_finds_what_was_current_then(clients, project):
     p = project.project_id
     old = remember(clients, p, "ana", "Ana lives in Porto")
-    with clients.db.transaction() as conn, conn.cursor() as cur:
+    with clients.db.transaction(p) as conn, conn.cursor() as cur:
         cur.execute("SELECT now()")
         before = cur.fetchone()[0]
     new = remember(clients, p, "ana", "Ana lives in Berlin")
-    with clients.db.transaction() as conn, conn.cursor() as cur:
+    with clients.db.transaction(p) as conn, conn.cursor() as cur:
         store.supersede(cur, p, "ana", old, new, job_id=None)
     then = recall.search(clients, p, "ana", "where does Ana live", as_of=before)
     assert [m.id for m in then] == [old]
@@ -63,7 +63,7 @@ def test_a_search_keeps_to_its_tiers_and_metadata_filters(clients, project):
     p = project.project_id
     vector = clients.llm.embed(["Ana plays the cello on Sundays"]).vectors[0]
     ids = {}
-    with clients.db.transaction() as conn, conn.cursor() as cur:
+    with clients.db.transaction(p) as conn, conn.cursor() as cur:
         for tier, room in ((Tier.SEMANTIC, "home"), (Tier.EPISODIC, "home"), (Tier.SEMANTIC, "school")):
             ids[tier, room] = store.insert(cur, p, "ana", store.NewMemory(
                 tier=tier, text=f"Ana plays the cello on Sundays ({tier.value}, {room})", embedding=vector,
@@ -107,7 +107,7 @@ def test_superseded_memories_are_not_recalled(clients, project):
     p = project.project_id
     old = remember(clients, p, "ana", "Ana lives in Porto")
     new = remember(clients, p, "ana", "Ana lives in Berlin")
-    with clients.db.transaction() as conn, conn.cursor() as cur:
+    with clients.db.transaction(p) as conn, conn.cursor() as cur:
         store.supersede(cur, p, "ana", old, new, job_id=None)
     assert [m.id for m in recall.search(clients, p, "ana", "where does Ana live")] == [new]
 
@@ -118,7 +118,7 @@ def test_the_context_has_each_part_and_fits_its_budget(clients, project):
     fact = remember(clients, p, "ana", "Ana's sister Rosa lives in Lisbon")
     for i in range(40):
         remember(clients, p, "ana", f"Ana visited Lisbon museum number {i} with her sister and loved the tiles")
-    with clients.db.transaction() as conn, conn.cursor() as cur:
+    with clients.db.transaction(p) as conn, conn.cursor() as cur:
         cur.execute("INSERT INTO narratives (project_id, user_id, version, text) VALUES (%s, 'ana', 2, %s)",
                     (p, "Ana is a teacher from Porto. " * 30))
     pipe = clients.valkey.pipeline(transaction=False)
@@ -147,7 +147,7 @@ def test_without_a_query_the_context_lists_the_newest_memories(clients, project)
 
 
 def test_a_stale_narrative_is_left_out(clients, project):
-    with clients.db.transaction() as conn, conn.cursor() as cur:
+    with clients.db.transaction(project.project_id) as conn, conn.cursor() as cur:
         cur.execute("INSERT INTO narratives (project_id, user_id, version, text, generated_at)"
                     " VALUES (%s, 'ana', 1, 'old story', %s)", (project.project_id, utcnow() - timedelta(days=30)))
     assert recall.build_context(clients, project.project_id, "ana", max_tokens=500).narrative is None

@@ -222,7 +222,7 @@ def test_an_exchange_with_nothing_to_learn_is_empty_with_a_reason(reflecting, pr
 
 
 def user_rows(db, project_id: str, user_id: str) -> dict[str, int]:
-    with db.cursor() as cur:
+    with db.cursor(project_id) as cur:
         found = {}
         for table in ("memories", "memory_events", "processed_jobs", "llm_usage"):
             cur.execute(f"SELECT count(*) AS n FROM {table} WHERE project_id = %s AND user_id = %s",
@@ -236,7 +236,7 @@ def test_jobs_of_a_forgotten_user_are_dropped_and_leave_nothing_that_names_the_u
     from reverie.store import user_data
 
     j = job(project.project_id, "gone", "I live in Porto.", at=datetime.now(UTC) - timedelta(minutes=1))
-    with reflecting.db.transaction() as conn, conn.cursor() as cur:
+    with reflecting.db.transaction(project.project_id) as conn, conn.cursor() as cur:
         user_data.forget_user(cur, project.project_id, "gone")
     answers = reflect_all(reflecting, lambda_context, event(j))
 
@@ -393,7 +393,7 @@ def test_a_job_committed_by_a_concurrent_delivery_meanwhile_is_not_applied_twice
         """While this delivery thinks, another delivery of the same job commits its outcome."""
 
         def structured(self, messages, schema, *, purpose, **options):
-            with clients.db.transaction() as conn, conn.cursor() as cur:
+            with clients.db.transaction(project.project_id) as conn, conn.cursor() as cur:
                 processed_jobs.write_outcomes(cur, project.project_id, "u1", Tier.SEMANTIC,
                                               {j.job_id: TierOutcome(status=TierStatus.EMPTY, reason="other delivery")})
             return super().structured(messages, schema, purpose=purpose, **options)

@@ -22,7 +22,7 @@ TIER = Tier.SEMANTIC
 
 
 def held(clients, project_id: str, user_id: str | None = None) -> list[str]:
-    with clients.db.cursor() as cur:
+    with clients.db.cursor(project_id) as cur:
         cur.execute("SELECT job_id FROM held_jobs WHERE project_id = %s AND (%s::text IS NULL OR user_id = %s)"
                     " ORDER BY seq", (project_id, user_id, user_id))
         return [r["job_id"] for r in cur.fetchall()]
@@ -30,9 +30,15 @@ def held(clients, project_id: str, user_id: str | None = None) -> list[str]:
 
 def age_window(clients, project_id: str, seconds: int) -> None:
     """Make the project's held jobs look `seconds` old (instead of waiting that long)."""
-    with clients.db.transaction() as conn, conn.cursor() as cur:
+    with clients.db.transaction(project_id) as conn, conn.cursor() as cur:
         cur.execute("UPDATE held_jobs SET held_at = now() - make_interval(secs => %s) WHERE project_id = %s",
                     (seconds, project_id))
+
+
+def wait_out_failures(clients, project_id: str) -> None:
+    """Let the time pass that a held job waits after a failed window (instead of waiting that long)."""
+    with clients.db.transaction(project_id) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE held_jobs SET retry_at = now() - interval '1 second' WHERE project_id = %s", (project_id,))
 
 
 def test_a_users_jobs_over_three_batches_are_learned_with_one_call_when_the_window_fills(
@@ -152,7 +158,8 @@ def test_held_jobs_out_of_attempts_are_parked_in_the_dlq_dead_and_the_window_mov
     close = {"Records": [dict(event(stuck[0])["Records"][0], body=window.CloseRequest(p, "ana", TIER).body())]}
 
     for attempt in range(1, 6):
-        # A close message never fails its record: the held jobs count the attempts.
+        # A close message never fails its record: the held jobs count the attempts, one per retry period.
+        wait_out_failures(clients, p)
         assert handle_batch(TIER, close, lambda_context, reflecting) == {"batchItemFailures": []}
         if attempt < 5:
             assert held(clients, p) == [j.job_id for j in stuck]
@@ -224,7 +231,7 @@ def test_a_window_left_open_past_its_time_is_reported_by_status_and_the_health_p
         load_function("HealthProbeFunction")({}, lambda_context)
         assert emitted_metrics(capsys.readouterr().out)[Metric.HELD_OVERDUE] >= 400
     finally:
-        with clients.db.transaction() as conn, conn.cursor() as cur:
+        with clients.db.transaction(p) as conn, conn.cursor() as cur:
             cur.execute("DELETE FROM held_jobs WHERE project_id = %s", (p,))
 
 
@@ -242,3 +249,35 @@ def test_held_jobs_are_in_the_users_export_and_gone_after_a_forget(clients, proj
     forget_user(clients, p, "ana")
 
     assert held(clients, p) == [] and export_user(clients, p, "ana").held_jobs == []
+
+
+def test_a_model_outage_shorter_than_a_queued_messages_retry_budget_dead_letters_no_held_job(
+    clients, project, lambda_context,
+):
+    """Every failed close used to count an attempt, so a sweep each minute dead-lettered held jobs after five
+    minutes of outage. A failure now counts once per retry period (a queue's visibility timeout), as a queued
+    message's receives do, and the sweep leaves alone a window that waits one out."""
+    p = project.project_id
+    queue = PrivateQueue(clients.sqs)
+    down = SpyLLM(fail={"extract_semantic": LLMUnavailable("upstream 502", status=502)})
+    reflecting = Swapped(clients, llm=down, reflect_window_jobs=20, reflect_window_s=60,
+                         semantic_queue_url=queue.url, semantic_dlq_url=queue.dlq_url)
+    stuck = [job(p, "ana", "I live in Porto."), job(p, "ana", "I work at Acme.")]
+    handle_batch(TIER, event(*stuck), lambda_context, reflecting)
+    age_window(clients, p, 120)
+    close = {"Records": [dict(event(stuck[0])["Records"][0], body=window.CloseRequest(p, "ana", TIER).body())]}
+
+    for _minute in range(15):  # a quarter of an hour of closes, as often as anything could send them
+        assert handle_batch(TIER, close, lambda_context, reflecting) == {"batchItemFailures": []}
+        assert window.sweep(reflecting).windows == 0  # waiting out the failure: the sweep does not close it
+    assert held(clients, p) == [j.job_id for j in stuck]
+    for j in stuck:
+        status = job_status(reflecting, p, j.job_id).tiers[TIER]
+        assert status.status == TierStatus.FAILED and "attempt 1 of 5" in status.error
+    assert queue.counts(queue.dlq_url) == 0
+
+    wait_out_failures(clients, p)  # the retry period has passed; the model is back
+    assert window.sweep(reflecting).windows == 1
+    handle_batch(TIER, close, lambda_context, Swapped(reflecting, llm=SpyLLM()))
+    assert held(clients, p) == []
+    assert all(outcome(clients.db, p, j.job_id, TIER)["status"] == "done" for j in stuck)

@@ -9,7 +9,7 @@ import pytest
 from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 
 from reverie.domain.tiers import Tier
-from reverie.store import Database, memory_search
+from reverie.store import NO_PROJECT, Database, memory_search
 from reverie.store import memories as store
 from reverie.store.db import vector_literal
 
@@ -26,12 +26,12 @@ def direction(degrees: float) -> list[float]:
 
 def insert(clients, project_id: str, user_id: str, text: str, embedding: list[float] | None,
            tier: Tier = Tier.SEMANTIC) -> str:
-    with clients.db.transaction() as conn, conn.cursor() as cur:
+    with clients.db.transaction(project_id) as conn, conn.cursor() as cur:
         return store.insert(cur, project_id, user_id, store.NewMemory(tier=tier, text=text, embedding=embedding))
 
 
 def half_matches_full(clients, project_id: str) -> list[tuple]:
-    with clients.db.transaction() as conn, conn.cursor() as cur:
+    with clients.db.transaction(project_id) as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT id::text, embedding_half IS NOT DISTINCT FROM embedding::halfvec(384), embedding_half::text"
             " FROM memories WHERE project_id = %s ORDER BY id",
@@ -49,7 +49,7 @@ def test_half_vectors_are_the_stored_vectors_cast_and_follow_an_update(clients, 
     assert sorted(half is None for _, _, half in before) == [False, True]
 
     refined = "Ana keeps two hives of bees"
-    with clients.db.transaction() as conn, conn.cursor() as cur:
+    with clients.db.transaction(p) as conn, conn.cursor() as cur:
         assert store.update_text(cur, p, "ana", first, refined, embedding=clients.llm.embed([refined]).vectors[0],
                                  embedding_model="offline", job_id=None)
     after = half_matches_full(clients, p)
@@ -63,7 +63,7 @@ def test_nearest_ranks_like_full_precision_cosine(clients, project):
     query = direction(0)
     angles = [70, 5, 40, 20, 55, 85, 30, 10]
     ids = {angle: insert(clients, p, "ana", f"memory at {angle} degrees", direction(angle)) for angle in angles}
-    with clients.db.transaction() as conn, conn.cursor() as cur:
+    with clients.db.transaction(p) as conn, conn.cursor() as cur:
         cur.execute("SELECT id::text FROM memories WHERE project_id = %s ORDER BY embedding <=> %s::vector",
                     (p, vector_literal(query)))
         full_precision = [row[0] for row in cur.fetchall()]
@@ -77,7 +77,7 @@ def test_nearest_leaves_out_rows_without_a_vector_and_superseded_ones(clients, p
     kept = insert(clients, p, "ana", "Ana lives in Berlin", direction(10))
     old = insert(clients, p, "ana", "Ana lives in Porto", direction(5))
     insert(clients, p, "ana", "Ana has no vector", None)
-    with clients.db.transaction() as conn, conn.cursor() as cur:
+    with clients.db.transaction(p) as conn, conn.cursor() as cur:
         store.supersede(cur, p, "ana", old, kept, job_id=None)
     assert [hit.id for hit in memory_search.nearest(clients.db, p, "ana", direction(0), k=10)] == [kept]
 
@@ -108,13 +108,13 @@ def test_fetch_keeps_the_given_order_skips_gone_rows_and_other_users(clients, pr
 def test_a_read_runs_outside_a_transaction_and_leaves_the_connection_transactional(clients, project):
     db = Database(clients.database_url(), max_connections=1)
     try:
-        with db.read() as cur:
+        with db.read(project.project_id) as cur:
             cur.execute("SELECT 1 AS one")
             # No transaction was opened around the statement, so there is none to commit.
             assert cur.connection.get_transaction_status() == TRANSACTION_STATUS_IDLE
             assert cur.fetchone()["one"] == 1
         # The one connection of this pool goes back in transaction mode: a failed transaction leaves nothing.
-        with pytest.raises(RuntimeError), db.transaction() as conn, conn.cursor() as cur:
+        with pytest.raises(RuntimeError), db.transaction(project.project_id) as conn, conn.cursor() as cur:
             assert not conn.autocommit
             store.insert(cur, project.project_id, "ana", store.NewMemory(tier=Tier.SEMANTIC, text="never kept"))
             raise RuntimeError("abandon")
@@ -126,12 +126,12 @@ def test_a_read_runs_outside_a_transaction_and_leaves_the_connection_transaction
 def test_a_failed_read_gives_its_connection_back_usable(clients):
     db = Database(clients.database_url(), max_connections=1)
     try:
-        with pytest.raises(Exception, match="division by zero"), db.read() as cur:
+        with pytest.raises(Exception, match="division by zero"), db.read(NO_PROJECT) as cur:
             cur.execute("SELECT 1 / 0")
-        with db.read() as cur:
+        with db.read(NO_PROJECT) as cur:
             cur.execute("SELECT 2 AS two")
             assert cur.fetchone()["two"] == 2
-        with db.transaction() as conn:
+        with db.transaction(NO_PROJECT) as conn:
             assert not conn.autocommit
     finally:
         db.close()

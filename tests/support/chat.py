@@ -97,10 +97,13 @@ def tier1(clients, project_id: str, user_id: str, session_id: str) -> list:
 
 
 def valkey_keys_of(clients, project_id: str) -> list[str]:
-    """Every Valkey key that names the project: a user's (tagged `{project:user}`), a job marker or receipt."""
+    """Every Valkey key that names the project: a user's (tagged `{project:user}`), a job marker or receipt. Not
+    its rate-limit counters, which count requests and hold nothing of what was said, nor a forget's mark (it
+    names a forgotten user for 15 minutes so that work in flight is dropped, then expires)."""
     escaped = keys.escape(project_id)
     found = [k.decode() for k in clients.valkey.scan_iter(match="*", count=1000)]
-    return [k for k in found if "{" + escaped + ":" in k or f":{escaped}:" in k]
+    return [k for k in found if ("{" + escaped + ":" in k or f":{escaped}:" in k)
+            and not k.startswith((keys.RATE_LIMIT + ":", "forgotten:"))]
 
 
 def parked(clients, project_id: str, user_id: str) -> list[ReflectionJob]:
@@ -142,3 +145,18 @@ def drain_reflection_jobs(clients, project_id: str) -> list[dict]:
 def claim_age(clients, job, age_s: float) -> None:
     """What a drainer that died after claiming the job `age_s` ago leaves behind."""
     clients.valkey.hset(keys.outbox_claims(job.project_id, job.user_id), job.job_id, time.time() - age_s)
+
+
+def user_keys_left(clients, project_id: str, user_id: str) -> list[str]:
+    """Every Valkey key of the user (found by scanning, which the code never does), but a forget's mark, which
+    is checked to expire within 15 minutes."""
+    tag = keys.user_tag(project_id, user_id)
+    left = []
+    for key in (k.decode() for k in clients.valkey.scan_iter(match="*", count=1000)):
+        if tag not in key:
+            continue
+        if key == keys.forgotten(project_id, user_id):
+            assert 0 < clients.valkey.ttl(key) <= 15 * 60
+            continue
+        left.append(key)
+    return left

@@ -39,23 +39,23 @@ class Swapped:
     def installed(self) -> Iterator[None]:
         """The parts put into the base clients object itself for the block, then put back."""
         base = self._base
-        saved = {"llm": base.__dict__.get("llm"), "valkey": base.__dict__.get("valkey"), "db": base._db,
-                 "settings": base.settings}
+        saved = {"llm": base.__dict__.get("llm"), "valkey": base._valkey, "db": base._db, "settings": base.settings}
         try:
             for name, part in self._parts.items():
                 if name == "db":
                     base._db = part
+                elif name == "valkey":
+                    base._valkey = part
                 elif name == "settings":
                     base.settings = part
                 else:
                     base.__dict__[name] = part  # over the cached property
             yield
         finally:
-            for name in ("llm", "valkey"):
-                base.__dict__.pop(name, None)
-                if saved[name] is not None:
-                    base.__dict__[name] = saved[name]
-            base._db, base.settings = saved["db"], saved["settings"]
+            base.__dict__.pop("llm", None)
+            if saved["llm"] is not None:
+                base.__dict__["llm"] = saved["llm"]
+            base._db, base._valkey, base.settings = saved["db"], saved["valkey"], saved["settings"]
 
     def close(self) -> None:
         if "valkey" in self._parts:

@@ -13,12 +13,12 @@ def remember(clients, project_id: str, user_id: str, text: str, tier: Tier = Tie
              embed: bool = True) -> str:
     """Store `text` as a current memory (embedded with the clients' model unless `embed` is False); its id."""
     vector = clients.llm.embed([text]).vectors[0] if embed else None
-    with clients.db.transaction() as conn, conn.cursor() as cur:
+    with clients.db.transaction(project_id) as conn, conn.cursor() as cur:
         return memories.insert(cur, project_id, user_id, memories.NewMemory(
             tier=tier, text=text, embedding=vector, embedding_model=clients.llm.embedding_model))
 
 
 def write_narrative(clients, project_id: str, user_id: str, text: str, *, age_days: int = 0) -> None:
-    with clients.db.transaction() as conn, conn.cursor() as cur:
+    with clients.db.transaction(project_id) as conn, conn.cursor() as cur:
         cur.execute("INSERT INTO narratives (project_id, user_id, version, text, generated_at)"
                     " VALUES (%s, %s, 1, %s, %s)", (project_id, user_id, text, utcnow() - timedelta(days=age_days)))

@@ -118,7 +118,7 @@ def memories_of(db, project_id: str, user_id: str, tier: Tier | None = None, *, 
         params.append(Tier(tier).value)
     if current_only:
         clauses.append("superseded_at IS NULL")
-    with db.cursor() as cur:
+    with db.cursor(project_id) as cur:
         cur.execute(
             "SELECT id::text, tier, text, metadata, superseded_at, superseded_by::text, valid_to, source_job_id,"
             f" session_id, importance FROM memories WHERE {' AND '.join(clauses)} ORDER BY recorded_at, text",
@@ -128,14 +128,14 @@ def memories_of(db, project_id: str, user_id: str, tier: Tier | None = None, *, 
 
 
 def events_of(db, project_id: str, user_id: str) -> list[dict[str, Any]]:
-    with db.cursor() as cur:
+    with db.cursor(project_id) as cur:
         cur.execute("SELECT memory_id::text, event, job_id, old_text, new_text FROM memory_events"
                     " WHERE project_id = %s AND user_id = %s ORDER BY id", (project_id, user_id))
         return [dict(r) for r in cur.fetchall()]
 
 
 def outcome(db, project_id: str, job_id: str, tier: Tier) -> dict[str, Any] | None:
-    with db.cursor() as cur:
+    with db.cursor(project_id) as cur:
         cur.execute("SELECT status, added, updated, superseded, reason, error FROM processed_jobs"
                     " WHERE project_id = %s AND job_id = %s AND tier = %s", (project_id, job_id, Tier(tier).value))
         row = cur.fetchone()

@@ -196,3 +196,12 @@ def test_a_burst_cannot_open_more_postgres_connections_than_the_budget():
         pool = int(functions()[function_id]["Properties"]["Environment"]["Variables"]["DB_POOL_MAX"])
         total += count * pool
     assert total == 895 and total <= int(default("DatabaseConnections")), total  # README: Deploying, Connections
+
+
+def test_a_held_job_waits_after_a_failure_as_long_as_a_queued_message_does():
+    from reverie.platform.config import Settings
+
+    for tier in ("Episodic", "Semantic", "Procedural"):
+        queue = template()["Resources"][f"{tier}Queue"]["Properties"]
+        assert queue["VisibilityTimeout"] == Settings().reflect_retry_after_s
+        assert queue["RedrivePolicy"]["maxReceiveCount"] == Settings().reflect_max_receive_count

@@ -49,3 +49,12 @@ def test_every_function_has_code_and_a_sample_event(spec):
     assert spec.app_path.is_file(), spec.app_path
     event = PROJECT_ROOT / "events" / f"{Path(spec.code_uri).name}.json"
     assert event.is_file(), f"no sample event for {spec.logical_id} at {event}"
+
+
+def test_the_stated_revocation_bound_counts_the_gateways_authorizer_cache():
+    from reverie.ops.admin import GATEWAY_AUTH_CACHE_S, revocation_bound_s
+    from reverie.platform.config import Settings
+    from reverie_dev.local.api_gateway import authorizer_from
+
+    assert authorizer_from(T).ttl_s == GATEWAY_AUTH_CACHE_S  # ReauthorizeEvery
+    assert revocation_bound_s(Settings(auth_cache_ttl_s=60)) == GATEWAY_AUTH_CACHE_S + 60

@@ -26,10 +26,29 @@ def test_the_database_is_a_host_port_and_name_with_credentials_from_a_secret_or_
     assert "DatabaseSecretHasAHost" in T.doc["Rules"]
 
 
-@pytest.mark.parametrize("logical_id", sorted(FUNCTIONS))
+@pytest.mark.parametrize("logical_id", sorted(set(FUNCTIONS) - {"MigrateFunction"}))
 def test_every_function_may_read_the_database_secret(logical_id):
-    # Every function reaches Postgres (the authorizer looks keys up; the migrate function migrates).
+    # Every function reaches Postgres (the authorizer looks keys up; the migrate function migrates, below).
     assert DB_SECRET_POLICY in FUNCTIONS[logical_id]["Properties"].get("Policies", []), logical_id
+
+
+def test_the_migrate_function_reads_the_owners_secret_when_given_else_the_functions_secret():
+    """Migrations run as the schema's owner; every other function as a login role that row-level security binds,
+    and none of them may read the owner's secret."""
+    assert T.doc["Parameters"]["DatabaseOwnerSecretArn"]["Default"] == ""
+    migrate = FUNCTIONS["MigrateFunction"]["Properties"]
+    assert migrate["Environment"]["Variables"]["DATABASE_OWNER_SECRET_ARN"] == {"Ref": "DatabaseOwnerSecretArn"}
+    owner_or_functions = {"Fn::If": ["HasDatabaseOwnerSecret", {"Ref": "DatabaseOwnerSecretArn"},
+                                     {"Ref": "DatabaseSecretArn"}]}
+    assert migrate["Policies"] == [{"Fn::If": [
+        "HasDatabaseSecret", {"AWSSecretsManagerGetSecretValuePolicy": {"SecretArn": owner_or_functions}},
+        {"Ref": "AWS::NoValue"}]}]
+    for logical_id, function in FUNCTIONS.items():
+        if logical_id != "MigrateFunction":
+            assert "DatabaseOwnerSecretArn" not in str(function["Properties"]), logical_id
+    assert "DATABASE_OWNER_SECRET_ARN" not in T.globals["Environment"]["Variables"]
+    # An owner's secret without the functions' (and their host) is refused at deploy time.
+    assert "DatabaseOwnerSecretGoesWithTheSecret" in T.doc["Rules"]
 
 
 def test_the_migrate_resource_gives_up_a_little_after_its_function_and_long_before_an_hour():

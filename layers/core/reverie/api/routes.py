@@ -1,9 +1,12 @@
 """The memory API's routes (everything but chat): each parses, calls its operation, answers. The error
-mapping they share is the resolver's (reverie.api.resolver)."""
+mapping they share is the resolver's (reverie.api.resolver). The function serves them with `make_app()`, a
+resolver of its own per function instance."""
 
+from contextvars import ContextVar
 from typing import Annotated
 
-from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
 
 from reverie.api import jobs, memories, openapi, users
@@ -34,9 +37,47 @@ from reverie.domain.fields import MAX_PAGE_SIZE, MESSAGE_TEXT_PATTERN, SAFE_ID_P
 from reverie.domain.memory import Memory
 from reverie.domain.outcomes import JobStatus
 from reverie.domain.tiers import Tier
+from reverie.ops.status import ProjectStatus
 from reverie.platform.clients import clients
 
-app = make_resolver()
+
+class _Routes(Router):
+    """Routes defined once, at import, and served by a resolver per function instance (`make_app`).
+
+    A resolver keeps the request it serves (its current event) on itself, and Powertools' Router reads it from
+    the last resolver that included it. These routes read it from the resolver serving the request in hand, so
+    instances that share this module (the local runner serves several in one process) never read each other's.
+    """
+
+    def __init__(self) -> None:
+        self._serving: ContextVar[APIGatewayHttpResolver | None] = ContextVar("memory_api_serving", default=None)
+        super().__init__()
+        self.use([self._serve])
+
+    @property
+    def api_resolver(self) -> APIGatewayHttpResolver | None:
+        return self._serving.get()
+
+    @api_resolver.setter
+    def api_resolver(self, resolver: APIGatewayHttpResolver | None) -> None:
+        pass  # include_router points a Router at one resolver; these follow the request instead (_serve)
+
+    def _serve(self, resolver: APIGatewayHttpResolver, next_middleware):
+        token = self._serving.set(resolver)
+        try:
+            return next_middleware(resolver)
+        finally:
+            self._serving.reset(token)
+
+
+app = _Routes()
+
+
+def make_app() -> APIGatewayHttpResolver:
+    """The memory API's resolver with every route: one per function instance (its app.py calls this once)."""
+    resolver = make_resolver()
+    resolver.include_router(app)
+    return resolver
 
 # The largest valid body (100 messages of 32 KB and their metadata) with room to spare; bigger is a 413 at once.
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -173,14 +214,15 @@ def job(
     return jobs.job(clients(), project_id(app), job_id, if_none_match).response()
 
 
-@app.get("/v1/status", summary="Queue depths, DLQs, the outbox and the last write per tier")
-def status() -> dict:
+@app.get("/v1/status", summary="The project's jobs: waiting in the outbox, held in windows, failed lately; its last "
+                               "write per tier")
+def status() -> ProjectStatus:
     return jobs.status(clients(), project_id(app))
 
 
 @app.get("/v1/openapi.json", include_in_schema=False)
 def openapi_document() -> dict:
-    return openapi.document(app)
+    return openapi.document(app.api_resolver)
 
 
 @app.route("/mcp", method=["GET", "POST", "DELETE"], include_in_schema=False)

@@ -16,6 +16,7 @@ from reverie.domain.fields import (
     SAFE_ID_PATTERN,
     MessageText,
     Metadata,
+    Moment,
     ProjectScoped,
     SafeId,
     Strict,
@@ -60,7 +61,8 @@ class SearchRequest(ProjectScoped):
     tiers: list[Tier] | None = None
     limit: int = Field(10, ge=1, le=MAX_PAGE_SIZE)
     filters: Metadata = Field(default_factory=dict)
-    as_of: datetime | None = None
+    as_of: Moment | None = Field(None, description="See the memories as they were at this time (RFC 3339; without an "
+                                                  "offset, UTC).")
 
 
 class AskRequest(ProjectScoped):

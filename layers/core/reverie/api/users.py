@@ -6,9 +6,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -31,7 +32,7 @@ from reverie.api.schemas import (
 from reverie.cache import narratives as narrative_guard
 from reverie.cache import working_memory
 from reverie.domain.errors import ServiceUnavailable, ValidationFailed
-from reverie.domain.fields import utcnow
+from reverie.domain.fields import as_utc, utcnow
 from reverie.jobs import narratives as narrative_jobs
 from reverie.store import narratives, user_data
 
@@ -53,7 +54,7 @@ def get_narrative(clients, project_id: str, user_id: str) -> Reply:
             citations=[str(c) for c in latest["citations"] or []],
         ))
     try:
-        first = narrative_guard.claim_generation(clients.valkey, project_id, user_id)
+        first = narrative_guard.claim_generation(clients.valkey, project_id, user_id, time.time())
     except redis.RedisError:
         first = True  # without the guard a second job may be queued; the worker writes versions in order
     if not first:
@@ -116,23 +117,34 @@ def _part_rows(clients, project_id: str, user_id: str, part: str, after: list[An
         after = rows[-1][1]
 
 
-def _check_key(part: str, after: Any) -> None:
-    """A cursor's key must be values Postgres takes for the part's ordering columns (else it is not ours)."""
+_INT_BOUNDS = {"bigint": 2**63, "int": 2**31}
+
+
+def _check_key(part: str, after: Any) -> list[Any]:
+    """A cursor's key as values Postgres takes for the part's ordering columns (else it is not ours): numbers in
+    the column's range, text without NUL or lone surrogates, times in UTC (Postgres refuses offsets past 15:59)
+    and UUIDs in their canonical form (Python reads forms Postgres refuses, such as urn:uuid:...)."""
     types = ["text"] if part == "working_memory" else [t for _, t in user_data.EXPORT_PARTS[part][1]]
     if not isinstance(after, list) or len(after) != len(types):
         raise ValueError("key")
+    checked: list[Any] = []
     for value, kind in zip(after, types, strict=True):
-        if kind in ("bigint", "int"):
-            if not isinstance(value, int) or isinstance(value, bool) or abs(value) >= 2**63:
+        if kind in _INT_BOUNDS:
+            bound = _INT_BOUNDS[kind]
+            if not isinstance(value, int) or isinstance(value, bool) or not -bound <= value < bound:
                 raise ValueError(kind)
-        elif not isinstance(value, str) or not value or "\x00" in value:
+            checked.append(value)
+            continue
+        if not isinstance(value, str) or not value or "\x00" in value:
             raise ValueError(kind)
-        elif kind == "timestamptz":
-            moment = datetime.fromisoformat(value)
-            if moment.utcoffset() is None or abs(moment.utcoffset()) >= timedelta(hours=16):
-                raise ValueError(kind)
+        value.encode("utf-8")  # a lone surrogate raises UnicodeEncodeError, a ValueError
+        if kind == "timestamptz":
+            checked.append(as_utc(datetime.fromisoformat(value)).isoformat())
         elif kind == "uuid":
-            uuid.UUID(value)
+            checked.append(str(uuid.UUID(value)))
+        else:
+            checked.append(value)
+    return checked
 
 
 def _cursor(part: str, after: list[Any] | None) -> str:
@@ -146,9 +158,7 @@ def _read_cursor(cursor: str | None) -> tuple[str, list[Any] | None]:
         part, after = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         if part not in user_data.EXPORT_PARTS and part != "working_memory":
             raise ValueError(part)
-        if after is not None:
-            _check_key(part, after)
-        return part, after
+        return part, None if after is None else _check_key(part, after)
     except (ValueError, TypeError) as exc:
         raise ValidationFailed("cursor is not one this API returned") from exc
 

@@ -19,6 +19,7 @@ OUTBOX_INDEX_SHARDS = 16
 JOB_MARKER = "job"
 FORGET_RECEIPT = "forget"
 BACKLOG_SINCE = "health:backlog-since"
+RATE_LIMIT = "rate"
 
 
 def escape(part: str) -> str:
@@ -83,6 +84,11 @@ def narrative_pending(project_id: str, user_id: str) -> str:
     return f"narrative-pending:{user_tag(project_id, user_id)}"
 
 
+def forgotten(project_id: str, user_id: str) -> str:
+    """When the user was last forgotten (epoch seconds): writes of work begun before it are refused."""
+    return f"forgotten:{user_tag(project_id, user_id)}"
+
+
 def fixed_user_keys(project_id: str, user_id: str) -> list[str]:
     """The user's keys whose names do not depend on a session or a record: a forget deletes them all."""
     return [sessions(project_id, user_id), user_jobs(project_id, user_id),
@@ -110,6 +116,18 @@ def outbox_index(shard: int) -> str:
 def outbox_index_of(project_id: str, user_id: str) -> str:
     """The index shard a user's outbox is listed in."""
     return outbox_index(zlib.crc32(user_tag(project_id, user_id).encode()) % OUTBOX_INDEX_SHARDS)
+
+
+def project_outboxes(project_id: str) -> str:
+    """A glob matching the outbox keys of one project's users (as listed in the index): the project starts the
+    hash tag, and escaped ids hold none of the glob's special characters (* ? [ ] \\)."""
+    return "outbox:{" + escape(project_id) + ":*"
+
+
+def rate_limit(project_id: str, budget: str, window: int) -> str:
+    """A project's count of requests in one budget ("requests", "model") and fixed window (the window's number
+    since the epoch). Its own key, counted by single-key commands: nothing spans slots."""
+    return f"{RATE_LIMIT}:{escape(project_id)}:{budget}:{window}"
 
 
 def backlog_since(tier: str) -> str:

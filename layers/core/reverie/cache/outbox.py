@@ -121,17 +121,53 @@ def owners(valkey, limit: int) -> Iterator[tuple[str, str]]:
 
 
 def stats(valkey) -> dict[str, Any]:
-    """{users, jobs, oldest_age_s}: what /v1/status and the health probe report."""
+    """{users, jobs, oldest_age_s} of every project: what the health probe and the operator's status report."""
     pipe = valkey.pipeline(transaction=False)
     for shard in range(keys.OUTBOX_INDEX_SHARDS):
         pipe.zrange(keys.outbox_index(shard), 0, -1, withscores=True)
-    entries = [entry for shard in pipe.execute() for entry in shard]
+    return _summary(valkey, [entry for shard in pipe.execute() for entry in shard])
+
+
+def project_stats(valkey, project_id: str) -> dict[str, Any]:
+    """{users, jobs, oldest_age_s} of one project's users: what its GET /v1/status reports. The index lists the
+    users' outbox keys, whose hash tag starts with the project, so the index shards are read filtered by it."""
+    match = keys.project_outboxes(project_id)
+    entries = [entry for shard in range(keys.OUTBOX_INDEX_SHARDS)
+               for entry in valkey.zscan_iter(keys.outbox_index(shard), match=match, count=1000)]
+    return _summary(valkey, entries)
+
+
+def by_project(valkey) -> dict[str, dict[str, Any]]:
+    """{users, jobs, oldest_age_s} per project with parked jobs: the operator's view of who is waiting."""
+    pipe = valkey.pipeline(transaction=False)
+    for shard in range(keys.OUTBOX_INDEX_SHARDS):
+        pipe.zrange(keys.outbox_index(shard), 0, -1, withscores=True)
+    grouped: dict[str, list[tuple[Any, float]]] = {}
+    for raw_key, score in (entry for shard in pipe.execute() for entry in shard):
+        key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
+        grouped.setdefault(keys.owner_of(key)[0], []).append((key, score))
+    counts = iter(_lengths(valkey, [entry for entries in grouped.values() for entry in entries]))
+    return {project: _figures(entries, [next(counts) for _ in entries]) for project, entries in grouped.items()}
+
+
+def _summary(valkey, entries: list[tuple[Any, float]]) -> dict[str, Any]:
+    """{users, jobs, oldest_age_s} of index entries (user outbox key, when its oldest job was parked)."""
+    return _figures(entries, _lengths(valkey, entries))
+
+
+def _lengths(valkey, entries: list[tuple[Any, float]]) -> list[int]:
+    """How many jobs each listed outbox holds (0 for one emptied since it was listed), in one round trip."""
     if not entries:
-        return {"users": 0, "jobs": 0, "oldest_age_s": 0}
+        return []
     pipe = valkey.pipeline(transaction=False)
     for key, _ in entries:
         pipe.hlen(key)
-    counts = pipe.execute()
+    return pipe.execute()
+
+
+def _figures(entries: list[tuple[Any, float]], counts: list[int]) -> dict[str, Any]:
+    if not entries:
+        return {"users": 0, "jobs": 0, "oldest_age_s": 0}
     oldest = min(score for _, score in entries)
     return {"users": sum(1 for c in counts if c), "jobs": sum(counts),
             "oldest_age_s": round(max(0.0, time.time() - oldest), 1)}

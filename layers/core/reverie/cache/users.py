@@ -1,8 +1,11 @@
 """Every key of one user, found through the user's own index keys (never by scanning the keyspace): what a
 forget deletes. They share the user's hash slot, so they go in one DEL; the job markers, which have slots of
-their own, go in one pipeline."""
+their own, go in one pipeline. And the writes of work that a forget overtook (a turn still being answered
+when the user was forgotten), which the forget's mark voids."""
 
 from __future__ import annotations
+
+import json
 
 from reverie.cache import keys
 
@@ -35,3 +38,102 @@ def delete_user(valkey, project_id: str, user_id: str) -> dict[str, int]:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+# ---------------------------------------------------------------- writes that a forget makes void
+
+# How long a forget's mark lives: longer than any work begun before it can take (a Lambda invocation runs 15 minutes
+# at most). It names the user, like the tombstone row in Postgres, and is gone after that.
+FORGOTTEN_TTL_S = 15 * 60
+
+# Runs the user's writes (commands whose key arguments are KEYS[i]) unless the user was forgotten after the
+# work began: KEYS[1] is the forget mark, ARGV[1] when the work began, ARGV[2] the commands as JSON.
+_WRITE_UNLESS_FORGOTTEN = """
+local forgotten = redis.call('GET', KEYS[1])
+if forgotten and tonumber(forgotten) >= tonumber(ARGV[1]) then
+    return false
+end
+local results = {}
+for _, command in ipairs(cjson.decode(ARGV[2])) do
+    local args = {}
+    for i, arg in ipairs(command) do
+        if type(arg) == 'table' then args[i] = KEYS[arg[1]] else args[i] = arg end
+    end
+    results[#results + 1] = redis.call(unpack(args))
+end
+return results
+"""
+
+
+def mark_forgotten(valkey, project_id: str, user_id: str, at: float) -> None:
+    valkey.set(keys.forgotten(project_id, user_id), repr(at), ex=FORGOTTEN_TTL_S)
+
+
+def forgotten_since(valkey, project_id: str, user_id: str, began_at: float) -> bool:
+    """True when the user was forgotten after `began_at` (epoch seconds): the work's results must not stay."""
+    raw = valkey.get(keys.forgotten(project_id, user_id))
+    return raw is not None and float(raw) >= began_at
+
+
+class UserWrites:
+    """A pipeline of one user's writes that a forget made after `began_at` voids as a whole: the writes to the
+    user's own keys run in one script that first looks for the forget's mark (they share its slot, so this is
+    atomic on a cluster); the writes to other slots (a job's marker, the outbox index) run after, and only if
+    those did. Offers the few pipeline commands the chat and the API use."""
+
+    def __init__(self, valkey, project_id: str, user_id: str, began_at: float):
+        self.valkey = valkey
+        self.project_id, self.user_id, self.began_at = project_id, user_id, began_at
+        self._tag = keys.user_tag(project_id, user_id)
+        self._keys: list[str] = [keys.forgotten(project_id, user_id)]
+        self._own: list[list] = []
+        self._others: list[tuple[str, tuple, dict]] = []
+
+    def _command(self, name: str, key: str, *args, **options) -> None:
+        if self._tag not in key:
+            self._others.append((name.lower(), (key, *args), options))
+            return
+        if key not in self._keys:
+            self._keys.append(key)
+        command: list = [name, [self._keys.index(key) + 1], *[str(a) for a in args]]
+        if options.get("nx"):
+            command.append("NX")
+        if options.get("ex") is not None:
+            command += ["EX", str(int(options["ex"]))]
+        self._own.append(command)
+
+    def rpush(self, key: str, *values) -> None:
+        self._command("RPUSH", key, *values)
+
+    def ltrim(self, key: str, start: int, end: int) -> None:
+        self._command("LTRIM", key, start, end)
+
+    def expire(self, key: str, seconds: int) -> None:
+        self._command("EXPIRE", key, seconds)
+
+    def sadd(self, key: str, *members) -> None:
+        self._command("SADD", key, *members)
+
+    def hset(self, key: str, field: str, value) -> None:
+        self._command("HSET", key, field, value)
+
+    def set(self, key: str, value, *, ex: int | None = None, nx: bool = False) -> None:
+        self._command("SET", key, value, ex=ex, nx=nx)
+
+    def zadd(self, key: str, mapping: dict, nx: bool = False) -> None:
+        if self._tag in key:
+            raise ValueError("a sorted set of the user's own is not written this way")
+        self._command("ZADD", key, mapping, nx=nx)
+
+    def execute(self) -> list | None:
+        """The results of the user's own writes, in order; None when a forget voided them (nothing written)."""
+        results = self.valkey.eval(_WRITE_UNLESS_FORGOTTEN, len(self._keys), *self._keys, repr(self.began_at),
+                                   json.dumps(self._own))
+        if results is None:
+            return None
+        if self._others:
+            pipe = self.valkey.pipeline(transaction=False)
+            for name, args, options in self._others:
+                getattr(pipe, name)(*args, **options)
+            pipe.execute()
+        return list(results)

@@ -12,13 +12,14 @@ from pydantic import BaseModel, Field
 
 from reverie.chat import recall
 from reverie.domain.errors import ServiceUnavailable
+from reverie.domain.fields import storable_text, utcnow
 from reverie.domain.memory import Memory
 from reverie.domain.tiers import Tier
 from reverie.llm import LLMError
 from reverie.llm.meter import Call
 from reverie.llm.offline import _terms, register_skill
 from reverie.platform.observability import logger
-from reverie.store import llm_usage, memories
+from reverie.store import llm_usage, memories, tombstones
 
 # One memory per line, as the prompt lists them: "[<id>] (<tier>, <when>[, until <when>]) <text>".
 _LINE_RE = re.compile(r"^\[(?P<id>[0-9a-fA-F-]{36})\] \((?P<tier>\w+)(?P<when>[^)]*)\) (?P<text>.+)$")
@@ -95,15 +96,17 @@ class DeepAnswer(AskAnswer):
 
 def ask(clients, project_id: str, user_id: str, question: str) -> AskAnswer:
     """Retrieve, then answer from what was retrieved; citations are only ids that were retrieved."""
+    began_at = utcnow()
     retrieved = recall.search(clients, project_id, user_id, question,
                               limit=clients.settings.recall_limit)
     text, citations = _synthesise(clients, project_id, user_id, "answer", ask_messages(question, retrieved),
-                                  retrieved)
+                                  retrieved, began_at)
     return AskAnswer(answer=text, citations=citations)
 
 
 def deep_query(clients, project_id: str, user_id: str, query: str) -> DeepAnswer:
     """Gather from every tier, the episode timeline and the facts that were replaced, then synthesise."""
+    began_at = utcnow()
     facts = recall.search(clients, project_id, user_id, query, tiers=[Tier.SEMANTIC], limit=DEEP_FACTS)
     rules = recall.search(clients, project_id, user_id, query, tiers=[Tier.PROCEDURAL], limit=DEEP_RULES)
     episodes = recall.search(clients, project_id, user_id, query, tiers=[Tier.EPISODIC], limit=DEEP_EPISODES)
@@ -116,7 +119,7 @@ def deep_query(clients, project_id: str, user_id: str, query: str) -> DeepAnswer
     }
     gathered = _unique([m for part in sections.values() for m in part])
     text, citations = _synthesise(clients, project_id, user_id, "deep_query",
-                                  deep_messages(query, sections), gathered)
+                                  deep_messages(query, sections), gathered, began_at)
     by_id = {m.id: m for m in gathered}
     tiers_used = list(dict.fromkeys(by_id[c].tier for c in citations))
     return DeepAnswer(answer=text, citations=citations, tiers_used=tiers_used)
@@ -131,7 +134,7 @@ def _unique(found: Sequence[Memory]) -> list[Memory]:
 
 
 def _synthesise(clients, project_id: str, user_id: str, purpose: str, messages: list[dict[str, str]],
-                shown: Sequence[Memory]) -> tuple[str, list[str]]:
+                shown: Sequence[Memory], began_at: datetime) -> tuple[str, list[str]]:
     if not shown:
         return NOTHING, []
     try:
@@ -139,18 +142,21 @@ def _synthesise(clients, project_id: str, user_id: str, purpose: str, messages: 
                                         timeout_s=clients.settings.answer_timeout_s)
     except LLMError as exc:
         raise ServiceUnavailable("the language model is unavailable; try again") from exc
-    record_usage(clients, project_id, user_id, purpose, result.usage)
+    record_usage(clients, project_id, user_id, purpose, result.usage, began_at=began_at)
     allowed = {m.id for m in shown}
     # A model may invent or mangle ids: only memories it was actually shown can be cited.
     citations = [c for c in dict.fromkeys(result.value.citations) if c in allowed]
-    return result.value.answer, citations
+    return storable_text(result.value.answer), citations  # no NUL or lone surrogate from the model goes out
 
 
-def record_usage(clients, project_id: str, user_id: str, purpose: str, usage) -> None:
-    """The ledger row of a model call an API request made. It must never cost the caller an answer."""
+def record_usage(clients, project_id: str, user_id: str, purpose: str, usage, *, began_at: datetime) -> None:
+    """The ledger row of a model call an API request begun at `began_at` made; for the project only when the
+    user was forgotten since. It must never cost the caller an answer."""
     try:
-        with clients.db.transaction() as conn, conn.cursor() as cur:
-            llm_usage.record(cur, project_id, user_id, None, [], [Call(purpose, usage)])
+        with clients.db.transaction(project_id) as conn, conn.cursor() as cur:
+            forgotten = tombstones.forgotten_at(cur, project_id, user_id)
+            kept = None if forgotten is not None and forgotten >= began_at else user_id
+            llm_usage.record(cur, project_id, kept, None, [], [Call(purpose, usage)])
     except Exception:
         logger.exception("usage not recorded", extra={"purpose": purpose})
 

@@ -25,7 +25,7 @@ from aws_lambda_powertools.utilities.idempotency.persistence.cache import CacheP
 from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import PydanticSerializer
 from pydantic import BaseModel
 
-from reverie.cache import keys
+from reverie.cache import keys, users
 from reverie.domain.errors import Conflict, ReverieError, ValidationFailed
 from reverie.platform.metric_names import Metric
 from reverie.platform.observability import logger, metrics
@@ -38,14 +38,21 @@ with warnings.catch_warnings():
         the user's remembered answers without scanning. (Powertools 3.x warns on every instance of its class
         that it will be renamed; a subclass only warns when defined, silenced here.)"""
 
-        def __init__(self, *, client, records_key: str):
+        def __init__(self, *, client, records_key: str, forgotten_since: Callable[[], bool]):
             super().__init__(client=client)
             self.records_key = records_key
+            self.forgotten_since = forgotten_since
 
         def _put_in_progress_record(self, data_record) -> None:
             super()._put_in_progress_record(data_record)
             self.client.sadd(self.records_key, data_record.idempotency_key)
             self.client.expire(self.records_key, RECORD_TTL_S)
+
+        def _update_record(self, data_record) -> None:
+            super()._update_record(data_record)
+            # The answer holds the reply's text: if the user was forgotten while it was made, it must not stay.
+            if self.forgotten_since():
+                self.client.delete(data_record.idempotency_key)
 
 
 RECORD_TTL_S = 24 * 3600
@@ -83,7 +90,7 @@ def derived_id(project_id: str, key: str, payload: dict[str, Any], purpose: str)
 
 def once(
     valkey, *, project_id: str, user_id: str, key: str, payload: dict[str, Any], run: Callable[[], M],
-    model: type[M], same_request: Callable[[M], bool], lambda_context=None,
+    model: type[M], same_request: Callable[[M], bool], lambda_context=None, began_at: float | None = None,
 ) -> M:
     """Run `run` at most once per (project, user, key); a repeat gets the stored answer.
 
@@ -111,7 +118,9 @@ def once(
     # may serve requests on several threads.
     guarded = idempotent_function(
         guarded_run, data_keyword_argument="request", persistence_store=_ValkeyPersistence(
-            client=valkey, records_key=keys.idempotency_records(project_id, user_id)),
+            client=valkey, records_key=keys.idempotency_records(project_id, user_id),
+            forgotten_since=lambda: began_at is not None and users.forgotten_since(valkey, project_id, user_id,
+                                                                                   began_at)),
         config=config, output_serializer=PydanticSerializer(model),
         key_prefix=keys.idempotency_prefix(project_id, user_id),
     )

@@ -7,15 +7,16 @@ self-contained job, to the outbox; the job is published to the reflection topic 
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 from aws_lambda_powertools.metrics import MetricUnit
 from redis.exceptions import RedisError
 
-from reverie.cache import job_markers, outbox, working_memory
+from reverie.cache import job_markers, outbox, users, working_memory
 from reverie.chat import idempotency, prompt, recall
 from reverie.chat.schemas import ChatContext, ChatRequest, ChatResponse
 from reverie.domain.errors import ServiceUnavailable
-from reverie.domain.fields import FORBIDDEN, MAX_MESSAGE_BYTES, new_id
+from reverie.domain.fields import MAX_MESSAGE_BYTES, new_id, storable_text, utcnow
 from reverie.domain.memory import ContextMemory, ScoredMemory, Turn
 from reverie.jobs import delivery
 from reverie.jobs.message import ReflectionJob, make_job
@@ -43,23 +44,27 @@ def chat_turn(
     """Answer one message within the invocation's time (the Lambda context's; API Gateway's 30 s otherwise).
     With an Idempotency-Key, a retry gets the first answer and publishes nothing."""
     deadline = Deadline.of(lambda_context, reserve_s=ANSWER_RESERVE_S, default_s=API_TIMEOUT_S)
+    began_at = utcnow()  # the turn's time: a forget after it voids the turn's writes
     if idempotency_key is None:
-        return _turn(clients, project_id, request, turn_id=new_id(), job_id=new_id(), deadline=deadline)
+        return _turn(clients, project_id, request, turn_id=new_id(), job_id=new_id(), deadline=deadline,
+                     began_at=began_at)
     key = idempotency.check_key(idempotency_key)
     body = request.model_dump(mode="json")
     turn_id = idempotency.derived_id(project_id, key, body, "turn")
     job_id = idempotency.derived_id(project_id, key, body, "job")
     return idempotency.once(
         clients.valkey, project_id=project_id, user_id=request.user_id, key=key, payload=body,
-        run=lambda: _turn(clients, project_id, request, turn_id=turn_id, job_id=job_id, deadline=deadline),
+        run=lambda: _turn(clients, project_id, request, turn_id=turn_id, job_id=job_id, deadline=deadline,
+                          began_at=began_at),
         model=ChatResponse, same_request=lambda first: first.job_id == job_id, lambda_context=lambda_context,
+        began_at=began_at.timestamp(),
     )
 
 
 def _turn(clients, project_id: str, request: ChatRequest, *, turn_id: str, job_id: str,
-          deadline: Deadline) -> ChatResponse:
+          deadline: Deadline, began_at: datetime) -> ChatResponse:
     settings = clients.settings
-    user_turn = Turn(turn_id=f"{turn_id}:user", role="user", content=request.message)
+    user_turn = Turn(turn_id=f"{turn_id}:user", role="user", content=request.message, created_at=began_at)
     context = recall.build_context(
         clients, project_id, request.user_id, query=request.message, session_id=request.session_id,
         max_tokens=settings.recall_max_tokens, deadline_s=deadline.budget(RECALL_DEADLINE_S),
@@ -78,8 +83,9 @@ def _turn(clients, project_id: str, request: ChatRequest, *, turn_id: str, job_i
 
     assistant_turn = Turn(turn_id=f"{turn_id}:assistant", role="assistant", content=_clip_bytes(reply))
     turns = [user_turn, assistant_turn]
+    # Made at the turn's start: a reflector drops it if the user was forgotten after that.
     job = make_job(project_id=project_id, user_id=request.user_id, session_id=request.session_id, turns=turns,
-                   metadata=request.metadata, job_id=job_id)
+                   metadata=request.metadata, job_id=job_id, created_at=began_at)
     delivery = _save(clients, job)
     logger.info("chat turn", extra={"job_id": job.job_id, "route": delivery.route, "memories": len(context.memories),
                                     "rules": len(context.rules), "degraded": context.degraded})
@@ -96,17 +102,20 @@ def _save(clients, job: ReflectionJob) -> delivery.Delivery:
     job marker and parks the job in the outbox; its publish is deferred past the response. Without Valkey,
     the job is published before answering; when neither takes it, the answer says so (and an alarm fires)."""
     settings = clients.settings
-    pipe = clients.valkey.pipeline(transaction=False)
-    working_memory.append_turns(pipe, job.project_id, job.user_id, job.session_id, job.turns,
+    writes = users.UserWrites(clients.valkey, job.project_id, job.user_id, job.created_at.timestamp())
+    working_memory.append_turns(writes, job.project_id, job.user_id, job.session_id, job.turns,
                                 settings.working_memory_max_turns, settings.working_memory_ttl_s)
-    job_markers.remember(pipe, job)
-    delivery.park(pipe, job)
+    job_markers.remember(writes, job)
+    delivery.park(writes, job)
     try:
-        pipe.execute()
+        written = writes.execute()
     except RedisError as exc:
         # A round trip that failed midway may still have parked the job; publishing it now as well sends the
         # same job id twice at worst, which SNS FIFO and the reflectors drop (see reverie.cache.outbox).
         return _publish_now(clients, job, exc)
+    if written is None:  # the user was forgotten while the reply was made: nothing of the turn is kept
+        logger.info("turn of a user forgotten meanwhile not saved", extra={"job_id": job.job_id})
+        return delivery.Delivery(saved=False, route="forgotten")
     after_response.defer(publish_parked, clients, job)
     return delivery.Delivery(saved=True, route="outbox")
 
@@ -156,8 +165,7 @@ def _used(memory: ScoredMemory) -> ContextMemory:
 def storable(text: str) -> str:
     """A model's reply as text that can be stored and queued: lone surrogates become U+FFFD, and the characters
     no message may hold (reverie.domain.fields) are dropped."""
-    text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return FORBIDDEN.sub("", text)
+    return storable_text(text)
 
 
 def _clip_bytes(text: str, limit: int = MAX_MESSAGE_BYTES) -> str:

@@ -14,6 +14,10 @@ class ReverieError(Exception):
         self.message = message
         self.details = details
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer carries besides the body (Retry-After for a rate limit)."""
+        return {}
+
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.details:
@@ -41,9 +45,34 @@ class Conflict(ReverieError):
     code = "conflict"
 
 
+class UserForgotten(Conflict):
+    """The user was forgotten while the request was being answered: nothing of it was kept."""
+
+    code = "user_forgotten"
+
+
 class PayloadTooLarge(ReverieError):
     status = 413
     code = "payload_too_large"
+
+
+class UnsupportedMediaType(ReverieError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class RateLimited(ReverieError):
+    """The project spent its budget of requests for the current window: answered 429 with Retry-After."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: int):
+        super().__init__(message)
+        self.retry_after_s = max(1, int(retry_after_s))
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
 
 class ServiceUnavailable(ReverieError):

@@ -7,7 +7,7 @@ import json
 import math
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, WithJsonSchema, model_validator
@@ -43,6 +43,53 @@ FORBIDDEN_TEXT = "\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff"
 FORBIDDEN = re.compile(f"[{FORBIDDEN_TEXT}]")
 
 
+def storable_text(text: str) -> str:
+    """Text that did not pass our validation (a model's reply, answer, narrative or extraction) as text that can be
+    stored, queued and answered: lone surrogates become U+FFFD, and the characters no message may hold are dropped."""
+    text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return FORBIDDEN.sub("", text)
+
+
+def storable_value(value: Any) -> Any:
+    """`storable_text` over every string of a JSON-like value (keys too): what a model put into metadata."""
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, dict):
+        return {storable_text(str(k)): storable_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable_value(v) for v in value]
+    return value
+
+
+# A UUID as ids are given out: 8-4-4-4-12 hex digits. Python's uuid.UUID also takes "urn:uuid:...", braces and
+# hyphens anywhere, some of which Postgres refuses, so an id in any other form is simply not found.
+_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def canonical_uuid(value: Any) -> str | None:
+    """The id in its canonical (lower-case) form, or None when it is not a UUID written as ids are given out."""
+    if isinstance(value, str) and _CANONICAL_UUID.fullmatch(value):
+        return value.lower()
+    return None
+
+
+def as_utc(moment: datetime) -> datetime:
+    """A moment in UTC. ISO 8601 (and Python) allow offsets up to +/-23:59, Postgres only up to +/-15:59, so a time
+    is compared in UTC; one without an offset is taken as UTC. A moment that leaves the years 1-9999 on the way
+    is clamped to the first or last one (nothing is recorded there, so an `as_of` means the same)."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        edge = datetime.min if moment.utcoffset() > timedelta(0) else datetime.max
+        return edge.replace(tzinfo=UTC)
+
+
+# A timestamp taken from input (search's `as_of`): any RFC 3339 date-time, compared in UTC.
+Moment = Annotated[datetime, AfterValidator(as_utc)]
+
+
 def _bounded_text(limit: int):
     def check(value: str) -> str:
         try:
@@ -66,7 +113,10 @@ def _jsonb_safe(value: Any) -> None:
     if isinstance(value, str):
         if "\x00" in value:
             raise ValueError("must not contain NUL characters")
-        value.encode("utf-8")  # a lone surrogate raises UnicodeEncodeError, a ValueError
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must be text (a lone surrogate is not)") from None
     elif isinstance(value, float) and not math.isfinite(value):
         raise ValueError("numbers must be finite")
     elif isinstance(value, dict):

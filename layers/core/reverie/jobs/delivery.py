@@ -22,7 +22,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 from redis.exceptions import RedisError
 
-from reverie.cache import job_markers, outbox
+from reverie.cache import job_markers, outbox, users
 from reverie.domain.errors import InvalidJob
 from reverie.jobs.message import JobRefused, ReflectionJob, check_fits, encode, parse_job
 from reverie.platform.deadline import Deadline
@@ -57,7 +57,7 @@ class Delivery:
     """Where a job went: the topic, the outbox, or nowhere (then saved is False and an alarm fires)."""
 
     saved: bool
-    route: Literal["topic", "outbox", "none", "refused"]
+    route: Literal["topic", "outbox", "none", "refused", "forgotten"]
     drained: int = 0
     reason: str | None = None  # why the topic refused it
 
@@ -90,14 +90,14 @@ def deliver(clients, job: ReflectionJob, *, writes: Callable[[Any], None] | None
     attempt = Attempt(Published.LATER) if blocked else publish(clients, job)
     outcome = attempt.outcome
     published = outcome is Published.YES
-    pipe = clients.valkey.pipeline(transaction=False)
+    pipe = users.UserWrites(clients.valkey, job.project_id, job.user_id, job.created_at.timestamp())
     if writes is not None:
         writes(pipe)
     job_markers.remember(pipe, job)
     if outcome is Published.LATER:
         park(pipe, job)
     try:
-        pipe.execute()
+        written = pipe.execute()
     except RedisError as exc:
         if published:
             logger.warning("tier 1 not updated", extra={"job_id": job.job_id, "error": type(exc).__name__})
@@ -107,6 +107,8 @@ def deliver(clients, job: ReflectionJob, *, writes: Callable[[Any], None] | None
                      extra={"job_id": job.job_id, "project_id": job.project_id, "error": type(exc).__name__})
         metrics.add_metric(name=Metric.MEMORY_NOT_SAVED, unit=MetricUnit.Count, value=1)
         return Delivery(saved=False, route="none", drained=drained)
+    if written is None:  # the user was forgotten after the job was made (a published one is dropped on arrival)
+        return Delivery(saved=False, route="forgotten", drained=drained)
     if published:
         return Delivery(saved=True, route="topic", drained=drained)
     if outcome is Published.REFUSED:

@@ -18,7 +18,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from reverie.domain.tiers import TIERS
-from reverie.store import processed_jobs
+from reverie.store import ALL_PROJECTS, processed_jobs
 
 QUEUES = (*(t.value for t in TIERS), "narrative")
 LIST_LIMIT = 100
@@ -131,7 +131,8 @@ def _with_errors(clients, name: str, parked: list[Parked]) -> list[Parked]:
     keys = [(p.project_id, p.job_id) for p in parked if p.project_id and p.job_id]
     if not keys:
         return parked
-    with clients.db.transaction() as conn, conn.cursor() as cur:
+    # The parked jobs are of any project: the DLQ tools are the operator's.
+    with clients.db.transaction(ALL_PROJECTS) as conn, conn.cursor() as cur:
         errors = processed_jobs.errors_of(cur, name, keys)
     for p in parked:
         p.last_error = errors.get((p.project_id, p.job_id)) or p.last_error

@@ -93,7 +93,7 @@ class NarrativeJob(Strict):
 
 def make_job(
     *, project_id: str, user_id: str, session_id: str, turns: list[Turn], source: str = "chat",
-    metadata: dict[str, Any] | None = None, job_id: str | None = None,
+    metadata: dict[str, Any] | None = None, job_id: str | None = None, created_at: datetime | None = None,
 ) -> ReflectionJob:
     data: dict[str, Any] = {
         "project_id": project_id, "user_id": user_id, "session_id": session_id, "source": source,
@@ -101,6 +101,8 @@ def make_job(
     }
     if job_id:
         data["job_id"] = job_id
+    if created_at is not None:
+        data["created_at"] = created_at
     try:
         return ReflectionJob.model_validate(data)
     except ValidationError as exc:

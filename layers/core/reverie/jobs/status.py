@@ -24,7 +24,7 @@ REFUSED = "refused"
 def job_status(clients, project_id: str, job_id: str) -> JobStatus:
     """Each tier's outcome from processed_jobs; a tier with no row is queued when the producer's marker
     says the job exists (or another tier has a row). NotFound when neither knows the job."""
-    with clients.db.transaction() as conn, conn.cursor() as cur:
+    with clients.db.transaction(project_id) as conn, conn.cursor() as cur:
         rows = {row["tier"]: row for row in processed_jobs.job_rows(cur, project_id, job_id)}
         held = held_jobs.held_tiers(cur, project_id, job_id)
     if not rows and not held:

@@ -32,7 +32,7 @@ class UsageTotals(UsageLine):
 
 def usage_totals(db, project_id: str, user_id: str | None = None) -> UsageTotals:
     """Calls and tokens of a project (or of one of its users), in total and by model, purpose and tier."""
-    with db.transaction() as conn, conn.cursor() as cur:
+    with db.transaction(project_id) as conn, conn.cursor() as cur:
         rows = llm_usage.sums(cur, project_id, user_id)
     totals = UsageTotals(project_id=project_id, user_id=user_id)
     for row in rows:
@@ -45,5 +45,5 @@ def usage_totals(db, project_id: str, user_id: str | None = None) -> UsageTotals
 
 
 def job_usage(db, project_id: str, job_id: str) -> list[dict[str, Any]]:
-    with db.transaction() as conn, conn.cursor() as cur:
+    with db.transaction(project_id) as conn, conn.cursor() as cur:
         return llm_usage.for_job(cur, project_id, job_id)

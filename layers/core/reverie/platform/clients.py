@@ -10,6 +10,7 @@ import boto3
 import redis
 from botocore.config import Config
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 from reverie.llm import LLM, make_llm
 from reverie.platform.config import Settings, get_settings
@@ -25,6 +26,8 @@ class Clients:
         self.settings = settings or get_settings()
         self._db: Database | None = None
         self._db_lock = threading.Lock()
+        self._valkey: redis.Redis | RedisCluster | None = None
+        self._valkey_lock = threading.Lock()
 
     @property
     def db(self) -> Database:
@@ -41,14 +44,29 @@ class Clients:
                     self._db = db
         return self._db
 
-    @cached_property
+    @property
     def valkey(self) -> redis.Redis | RedisCluster:
         """A cluster-aware client when the endpoint is a cluster (ElastiCache Serverless always is), else a plain
-        one. REDIS_CLUSTER says which; unset, the server is asked once (INFO cluster)."""
+        one. REDIS_CLUSTER says which; unset, the server is asked once (INFO cluster).
+
+        A cluster client connects as it is made, and asking needs the server: when Valkey is down at that moment
+        (a cold start during an outage), a plain client is handed out instead and not kept. Its commands fail as
+        a down Valkey's do (RedisError), which every caller handles, and the next use tries again."""
+        if self._valkey is not None:
+            return self._valkey
         url = self.settings.redis_url
         if not url:
             raise RuntimeError("REDIS_URL is not set")
         options = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
+        with self._valkey_lock:
+            if self._valkey is None:
+                try:
+                    self._valkey = self._open_valkey(url, options)
+                except (RedisError, RedisClusterException):
+                    return redis.Redis.from_url(url, **options)
+        return self._valkey
+
+    def _open_valkey(self, url: str, options: dict) -> redis.Redis | RedisCluster:
         cluster = self.settings.redis_cluster
         if cluster is None:
             with redis.Redis.from_url(url, **options) as probe:
@@ -88,8 +106,9 @@ class Clients:
         )
 
     def migration_database(self) -> Database:
-        """A connection that does not insist on the current schema (migrating is what brings it there)."""
-        return Database(self.database_url, max_connections=1)
+        """The owner's connection, for migrating (it does not insist on the current schema: migrating is what
+        brings it there)."""
+        return Database(self.owner_database_url, max_connections=1)
 
     def database_url(self, fresh: bool = False) -> str:
         """DATABASE_URL as given, or one made of DATABASE_HOST/PORT/NAME and the username and password of the
@@ -99,10 +118,24 @@ class Clients:
         if s.database_url:
             return s.database_url
         if s.database_secret_arn and s.database_host:
-            secret = json.loads(self._secret(s.database_secret_arn, fresh=fresh))
-            return connection_string(host=s.database_host, port=s.database_port, dbname=s.database_name,
-                                     user=secret["username"], password=secret["password"], sslmode=s.database_sslmode)
+            return self._from_secret(s.database_secret_arn, fresh)
         raise RuntimeError("set DATABASE_URL, or DATABASE_HOST with DATABASE_SECRET_ARN (the credentials)")
+
+    def owner_database_url(self, fresh: bool = False) -> str:
+        """The schema owner's connection (migrations only): DATABASE_OWNER_URL, or DATABASE_HOST/PORT/NAME with
+        the DATABASE_OWNER_SECRET_ARN secret's credentials; without either, the functions' own (database_url)."""
+        s = self.settings
+        if s.database_owner_url:
+            return s.database_owner_url
+        if s.database_owner_secret_arn and s.database_host:
+            return self._from_secret(s.database_owner_secret_arn, fresh)
+        return self.database_url(fresh)
+
+    def _from_secret(self, arn: str, fresh: bool) -> str:
+        s = self.settings
+        secret = json.loads(self._secret(arn, fresh=fresh))
+        return connection_string(host=s.database_host, port=s.database_port, dbname=s.database_name,
+                                 user=secret["username"], password=secret["password"], sslmode=s.database_sslmode)
 
     def _secret(self, arn: str, *, fresh: bool = False) -> str:
         """A secret's string, cached for 5 minutes (fresh: fetched now)."""
@@ -118,8 +151,9 @@ class Clients:
         if self._db is not None:
             self._db.close()
             self._db = None
-        if "valkey" in self.__dict__:
-            self.valkey.close()
+        if self._valkey is not None:
+            self._valkey.close()
+            self._valkey = None
 
 
 def _aws_client(service: str, endpoint_url: str | None, region: str):

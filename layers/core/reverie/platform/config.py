@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     database_name: str = "postgres"
     database_secret_arn: str | None = None
     database_sslmode: str = "require"
+    # Migrations run as the tables' owner; the functions as a login role that is not (row-level security binds
+    # it). DATABASE_OWNER_URL, or the DATABASE_OWNER_SECRET_ARN secret's credentials (with the host above), are
+    # the owner's, read only to migrate; unset, migrations use the functions' own connection.
+    database_owner_url: str | None = None
+    database_owner_secret_arn: str | None = None
     redis_url: str | None = None
     # A Valkey cluster (ElastiCache Serverless is one): true or false, or "auto" to ask the server at first use.
     redis_cluster: bool | None = None
@@ -76,6 +81,12 @@ class Settings(BaseSettings):
     recall_max_tokens: int = 1500
     narrative_max_age_days: int = 7
 
+    # Rate limits per project, per minute (0: no limit). Every request counts in the first; a request that spends
+    # model calls (POST /v1/chat, /v1/memories/ask, /v1/memories/deep-query, narrative regenerate, POST /v1/memories
+    # with infer=true, and the MCP tools that do the same) also counts in the second. Over either: 429.
+    rate_limit_per_minute: int = Field(default=1200, ge=0)
+    rate_limit_model_per_minute: int = Field(default=300, ge=0)
+
     # Auth: how long a key -> project lookup is trusted in process.
     auth_cache_ttl_s: float = 60.0
 
@@ -93,6 +104,9 @@ class Settings(BaseSettings):
 
     # Reflection queues: the receive on which a failing job is recorded dead (template.yaml maxReceiveCount).
     reflect_max_receive_count: int = 5
+    # How long a held job waits after a failed window before its next attempt counts: a queued message's
+    # visibility timeout (template.yaml), so a held job gets the retry budget of a queued one.
+    reflect_retry_after_s: float = 720.0
 
     # Reflection windows: a tier holds a user's jobs and learns them with one model call once this many have
     # gathered, or once the oldest has waited this long (the window sweep closes those). 1 learns each queue

@@ -25,6 +25,10 @@ class Metric(StrEnum):
     WORKING_MEMORY_NOT_UPDATED = "WorkingMemoryNotUpdated"
     # An Idempotency-Key could not be checked (Valkey down); the job id still makes retries harmless.
     IDEMPOTENCY_UNAVAILABLE = "IdempotencyUnavailable"
+    # A request was refused with 429: its project spent its budget for the minute (reverie.api.limits).
+    RATE_LIMITED = "RateLimited"
+    # A request went through without its rate limit checked: Valkey could not count it.
+    RATE_LIMIT_UNCHECKED = "RateLimitUnchecked"
     # The chat model failed; the turn was answered 503 and nothing was stored.
     REPLY_FAILED = "ReplyFailed"
     # The reflectors'.

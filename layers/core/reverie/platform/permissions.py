@@ -17,8 +17,8 @@ CALLS: dict[str, frozenset[str]] = {
     "AuthorizerFunction": frozenset({READ_SECRET}),
     # publishes the turn's reflection job (after the response)
     "ChatFunction": frozenset({READ_SECRET, "sns:Publish"}),
-    # publishes add_memories jobs, queues narrative jobs, reads queue depths for /v1/status
-    "MemoryApiFunction": frozenset({READ_SECRET, "sns:Publish", "sqs:SendMessage", "sqs:GetQueueAttributes"}),
+    # publishes add_memories jobs, queues narrative jobs (a project's /v1/status reads no shared queue)
+    "MemoryApiFunction": frozenset({READ_SECRET, "sns:Publish", "sqs:SendMessage"}),
     # park a refused (poison) job, or held jobs out of attempts, in the tier's DLQ
     "EpisodicReflectorFunction": frozenset({READ_SECRET, "sqs:SendMessage"}),
     "SemanticReflectorFunction": frozenset({READ_SECRET, "sqs:SendMessage"}),
@@ -31,5 +31,6 @@ CALLS: dict[str, frozenset[str]] = {
     # drains the outbox to the topic, reads queue and DLQ depths (its metrics go out as log lines, EMF)
     "HealthProbeFunction": frozenset({READ_SECRET, "sns:Publish", "sqs:GetQueueAttributes"}),
     "MigrateFunction": frozenset({READ_SECRET}),
-    "AdminFunction": frozenset({READ_SECRET}),
+    # ops.status reads queue and DLQ depths
+    "AdminFunction": frozenset({READ_SECRET, "sqs:GetQueueAttributes"}),
 }

@@ -168,7 +168,7 @@ class BatchReflector:
         scope = scope_of(delivery.body)
         if scope is not None:
             project_id, job_id, user_id = scope
-            with self.clients.db.transaction() as conn, conn.cursor() as cur:
+            with self.clients.db.transaction(project_id) as conn, conn.cursor() as cur:
                 processed_jobs.write_refusal(cur, project_id, user_id, self.tier, job_id, reason)
         self.park(delivery, reason)
 

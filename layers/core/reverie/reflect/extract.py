@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from reverie.domain.fields import storable_value
 from reverie.domain.tiers import Tier
 from reverie.jobs.message import ReflectionJob
 from reverie.platform.observability import logger
@@ -47,7 +48,7 @@ def item_for(ref: str, job: ReflectionJob, text: str, *, slot: str | None = None
     if not text:
         return None
     metadata = dict(job.metadata)
-    metadata.update({k: v for k, v in (extra or {}).items() if v not in (None, [], "")})
+    metadata.update({k: storable_value(v) for k, v in (extra or {}).items() if v not in (None, [], "")})
     if slot:
         metadata["slot"] = slot
     return Item(ref=ref, job_id=job.job_id, text=text, slot=slot, metadata=metadata, session_id=job.session_id,

@@ -52,19 +52,19 @@ def learn(clients, tier: Tier, jobs: Sequence[ReflectionJob], meter: Meter | Non
     meter = meter or Meter(clients.llm, lambda purpose: deadline.budget(budget) if deadline is not None else budget)
     db = clients.db
 
-    with db.transaction() as conn, conn.cursor() as cur:
+    with db.transaction(project_id) as conn, conn.cursor() as cur:
         known = processed_jobs.statuses(cur, project_id, tier, [j.job_id for j in jobs])
         forgotten = tombstones.forgotten_at(cur, project_id, user_id)
     pending = [j for j in jobs if known.get(j.job_id) not in FINAL]
     if not pending:
-        with db.transaction() as conn, conn.cursor() as cur:
+        with db.transaction(project_id) as conn, conn.cursor() as cur:
             held_jobs.release(cur, project_id, tier, [j.job_id for j in jobs])
         return {}
     live = _not_forgotten(pending, forgotten)
 
     try:
         plan = PLANNERS[tier](meter, db, project_id, user_id, live) if live else Plan()
-        with db.transaction() as conn, conn.cursor() as cur:
+        with db.transaction(project_id) as conn, conn.cursor() as cur:
             # The forget cascade takes this lock too: once we hold it, a forget either committed (and we
             # see its tombstone below) or waits for our commit (and then deletes what we wrote).
             tombstones.lock_user_tier(cur, project_id, user_id, tier)
@@ -114,7 +114,7 @@ def _record_spent(db, tier: Tier, project_id: str, user_id: str, jobs, meter: Me
     if not calls:
         return
     try:
-        with db.transaction() as conn, conn.cursor() as cur:
+        with db.transaction(project_id) as conn, conn.cursor() as cur:
             kept = _not_forgotten(jobs, tombstones.forgotten_at(cur, project_id, user_id))
             llm_usage.record(cur, project_id, user_id if kept else None, tier.value, [j.job_id for j in kept], calls)
     except Exception:

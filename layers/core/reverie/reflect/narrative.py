@@ -13,7 +13,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
 
-from reverie.domain.fields import utcnow
+from reverie.domain.fields import storable_text, utcnow
 from reverie.domain.tiers import Tier
 from reverie.jobs import narratives as narrative_jobs
 from reverie.jobs.message import NarrativeJob
@@ -50,8 +50,8 @@ def generate(clients, job: NarrativeJob) -> dict[str, Any]:
         ],
         purpose="narrative", timeout_s=clients.settings.reflect_call_timeout_s,
     )
-    with clients.db.transaction() as conn, conn.cursor() as cur:
-        version = narratives.add_version(cur, job.project_id, job.user_id, text=completion.text,
+    with clients.db.transaction(job.project_id) as conn, conn.cursor() as cur:
+        version = narratives.add_version(cur, job.project_id, job.user_id, text=storable_text(completion.text),
                                          citations=[m.id for m in used], model=completion.usage.model,
                                          made_at=job.created_at)
     if version is None:

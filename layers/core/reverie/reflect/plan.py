@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from reverie.domain.fields import storable_text
 from reverie.domain.tiers import TierStatus
 
 Action = Literal["ADD", "UPDATE", "SUPERSEDE", "NOOP"]
@@ -58,5 +59,6 @@ class Plan:
 
 
 def clean_text(text: str) -> str:
-    text = " ".join(str(text).split())
+    """A model's extracted text on one line, storable (no NUL or lone surrogate), clipped."""
+    text = " ".join(storable_text(str(text)).split())
     return text if len(text) <= MAX_ITEM_CHARS else text[: MAX_ITEM_CHARS - 1].rstrip() + "…"

@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from reverie.domain.fields import storable_text
 from reverie.domain.tiers import Tier
 from reverie.reflect import prompts
 from reverie.reflect.plan import Change, Item
@@ -158,7 +159,11 @@ def settle(questions: Sequence[Question], decisions: Sequence[Decision]) -> dict
 
 
 def _clip(text: str | None, limit: int = 200) -> str | None:
-    return text if text is None or len(text) <= limit else text[: limit - 1] + "…"
+    """A model's reason as a storable note (no NUL or lone surrogate), clipped."""
+    if text is None:
+        return None
+    text = storable_text(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def reconcile(meter, tier: Tier, items: Sequence[Item], found: Sequence[Sequence[Candidate]],
@@ -179,7 +184,7 @@ def plan_items(meter, db, tier: Tier, project_id: str, user_id: str, items: list
     for item, vector in zip(items, vectors, strict=True):
         item.embedding, item.embedding_model = vector, meter.embedding_model
     probes = [memory_search.Probe(item.embedding, item.slot, item.text) for item in items]
-    with db.transaction() as conn, conn.cursor() as cur:
+    with db.transaction(project_id) as conn, conn.cursor() as cur:
         found = memory_search.candidates(cur, project_id, user_id, tier, probes)
         stored = memories.current_hashes(cur, project_id, user_id, tier, [item.text for item in items])
     return reconcile(meter, tier, items, found, stored)

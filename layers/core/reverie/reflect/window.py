@@ -31,7 +31,7 @@ from reverie.platform.deadline import Deadline
 from reverie.platform.metric_names import Metric
 from reverie.platform.observability import logger, metrics
 from reverie.reflect.learn import learn, user_hash
-from reverie.store import held_jobs, processed_jobs
+from reverie.store import ALL_PROJECTS, held_jobs, processed_jobs
 
 CLOSE = "close_window"
 # At most this many held jobs are learned per model call round; a larger backlog is learned in rounds.
@@ -77,7 +77,7 @@ def take(clients, tier: Tier, jobs: Sequence[ReflectionJob], receive_counts: dic
     """Hold a user's delivered jobs (in order) and learn the window when it is due (within `deadline`)."""
     tier = Tier(tier)
     project_id, user_id = jobs[0].project_id, jobs[0].user_id
-    with clients.db.transaction() as conn, conn.cursor() as cur:
+    with clients.db.transaction(project_id) as conn, conn.cursor() as cur:
         held_jobs.hold(cur, project_id, user_id, tier, [(j.job_id, j.model_dump(mode="json")) for j in jobs])
         state = held_jobs.state(cur, project_id, user_id, tier)
     if not is_due(state, clients.settings):
@@ -96,7 +96,7 @@ def close(clients, tier: Tier, project_id: str, user_id: str, *, receive_counts:
             logger.warning("window left open: not enough time left for a round", extra={
                 "tier": tier.value, "user_hash": user_hash(user_id), "remaining_s": round(deadline.remaining(), 1)})
             return
-        with clients.db.transaction() as conn, conn.cursor() as cur:
+        with clients.db.transaction(project_id) as conn, conn.cursor() as cur:
             window = [parse_job(body) for body in held_jobs.window(cur, project_id, user_id, tier, MAX_JOBS_PER_ROUND)]
         if not window:
             return
@@ -121,8 +121,9 @@ def record_failure(clients, tier: Tier, window: Sequence[ReflectionJob], receive
     leaving: list[ReflectionJob] = []
     to_park: list[ReflectionJob] = []
     try:
-        with clients.db.transaction() as conn, conn.cursor() as cur:
-            attempts = held_jobs.count_failure(cur, project_id, tier, [j.job_id for j in window], error)
+        with clients.db.transaction(project_id) as conn, conn.cursor() as cur:
+            attempts = held_jobs.count_failure(cur, project_id, tier, [j.job_id for j in window], error,
+                                               clients.settings.reflect_retry_after_s)
             for job in window:
                 if job.job_id not in attempts:
                     continue  # no longer held: applied meanwhile by another delivery (which raced this one)
@@ -131,7 +132,9 @@ def record_failure(clients, tier: Tier, window: Sequence[ReflectionJob], receive
                 tried, unit = (receive_counts[job.job_id], "receive") if delivered else (attempts[job.job_id],
                                                                                           "attempt")
                 if tried < limit:
-                    retry = "" if delivered else "; held, and retried when the window next closes"
+                    retry = "" if delivered else (
+                        f"; held, and retried when the window next closes, at the earliest in "
+                        f"{clients.settings.reflect_retry_after_s:.0f} s")
                     failures[job.job_id] = (TierStatus.FAILED, f"{error} ({unit} {tried} of {limit}{retry})",
                                             job.created_at)
                     continue
@@ -171,7 +174,7 @@ def sweep(clients, limit: int = 1000) -> SweepResult:
     """Send a close message to the tier queue of every window whose oldest job has waited long enough. The
     reflector learns it in the user's order; a close that is sent twice finds the window empty."""
     settings = clients.settings
-    with clients.db.transaction() as conn, conn.cursor() as cur:
+    with clients.db.transaction(ALL_PROJECTS) as conn, conn.cursor() as cur:  # the windows of every project
         due = held_jobs.due_windows(cur, settings.reflect_window_s, limit)
     result = SweepResult(windows=len(due))
     minute = utcnow().strftime("%Y%m%d%H%M")

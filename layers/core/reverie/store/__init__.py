@@ -5,7 +5,8 @@ narratives · llm_usage · projects (and api_keys) · tombstones (user_tombstone
 user_data (one user across every table: export and forget)
 """
 
-from reverie.store.db import Database
-from reverie.store.migrations import check_schema, current_version, latest_version, migrate
+from reverie.store.db import ALL_PROJECTS, NO_PROJECT, Database
+from reverie.store.migrations import check_schema, current_version, ensure_login_role, latest_version, migrate
 
-__all__ = ["Database", "check_schema", "current_version", "latest_version", "migrate"]
+__all__ = ["ALL_PROJECTS", "NO_PROJECT", "Database", "check_schema", "current_version", "ensure_login_role",
+           "latest_version", "migrate"]

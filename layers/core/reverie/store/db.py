@@ -1,10 +1,19 @@
-"""A small thread-safe pool of Postgres connections with transaction helpers."""
+"""A small thread-safe pool of Postgres connections with transaction helpers, each scoped to one project.
+
+Every tenant table has row-level security (migration 0006): a row is seen or written only in a transaction that
+names its project. So every helper takes the scope first: a project id, `ALL_PROJECTS` for the few paths that
+work across projects (the sweeps, the health probe, the authorizer's key lookup, the admin and DLQ tools), or
+`NO_PROJECT` for statements that read no tenant table (the schema version, a ping). The SQL keeps its own
+`project_id = %s` filters: row-level security is the second wall, not the first.
+"""
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Final
 
 import psycopg2
 import psycopg2.extras
@@ -23,6 +32,58 @@ UrlSource = Callable[..., str]
 _REFUSED_SQLSTATES = frozenset({"28P01", "28000"})
 
 
+class _AllProjects:
+    """The operator's scope: the rows of every project. For the paths that work across projects by nature, never
+    for a tenant's request."""
+
+    def __repr__(self) -> str:
+        return "ALL_PROJECTS"
+
+
+class _NoProject:
+    """No project: every tenant table shows no rows (for statements that read none)."""
+
+    def __repr__(self) -> str:
+        return "NO_PROJECT"
+
+
+ALL_PROJECTS: Final = _AllProjects()
+NO_PROJECT: Final = _NoProject()
+# A project id, or one of the two above.
+Scope = str | _AllProjects | _NoProject
+
+# Both settings every time, so a scope never inherits the other mode. The third argument, true, makes them local
+# to the transaction: they are gone at its end, and a pooled connection carries nothing to its next user.
+_SET_SCOPE = "SELECT set_config('reverie.project_id', %s, true), set_config('reverie.all_projects', %s, true)"
+
+
+def scope_statement(scope: Scope) -> tuple[str, tuple[str, str]] | None:
+    """The statement (and its parameters) that puts a transaction in `scope`; None for NO_PROJECT."""
+    if scope is ALL_PROJECTS:
+        return _SET_SCOPE, ("", "on")
+    if scope is NO_PROJECT:
+        return None
+    if isinstance(scope, str) and scope:
+        return _SET_SCOPE, (scope, "off")
+    raise TypeError(f"a database scope is a project id, ALL_PROJECTS or NO_PROJECT, not {scope!r}")
+
+
+@functools.cache
+def _scoped(base: type) -> type:
+    """`base` (a cursor class) sending its scope's set_config in the same message as each statement. Postgres runs
+    the statements of one message as one transaction (an implicit one in autocommit), so the setting holds for the
+    statement and is gone after it: no round trip is added."""
+
+    class Scoped(base):  # type: ignore[misc, valid-type]
+        scope_sql = b""
+
+        def execute(self, query, vars=None):
+            return super().execute(self.scope_sql + self.mogrify(query, vars))
+
+    Scoped.__name__ = Scoped.__qualname__ = f"Scoped{base.__name__}"
+    return Scoped
+
+
 def connection_string(*, host: str, port: int, dbname: str, user: str, password: str, sslmode: str) -> str:
     """A libpq connection string from its parts, quoted as libpq wants (any character in a password is safe)."""
     return psycopg2.extensions.make_dsn(host=host, port=port, dbname=dbname, user=user, password=password,
@@ -36,7 +97,7 @@ def refused_credentials(exc: psycopg2.OperationalError) -> bool:
 
 
 class Database:
-    """One per process. `transaction()` commits on success and rolls back on any exception.
+    """One per process. `transaction(scope)` commits on success and rolls back on any exception.
 
     `url` is a connection URL, or a `UrlSource` returning the current one. When opening a connection fails
     because the credentials are refused, the source is asked again with fresh=True and the pool is rebuilt with
@@ -106,7 +167,7 @@ class Database:
             self._slots.release()
 
     @contextmanager
-    def transaction(self) -> Iterator[PgConnection]:
+    def _transaction(self) -> Iterator[PgConnection]:
         with self._connection() as conn:
             try:
                 yield conn
@@ -117,21 +178,46 @@ class Database:
                 raise
 
     @contextmanager
-    def cursor(self) -> Iterator[psycopg2.extras.RealDictCursor]:
-        """A dict cursor inside its own transaction."""
-        with self.transaction() as conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+    def transaction(self, scope: Scope) -> Iterator[PgConnection]:
+        """A transaction in `scope` (a project id, ALL_PROJECTS or NO_PROJECT). The scope is set by a statement of
+        its own, first: one round trip more than the statements the caller runs on its cursors. `cursor()` and
+        `read()` spare it, because they own the cursor the statements go through."""
+        statement = scope_statement(scope)
+        with self._transaction() as conn:
+            if statement is not None:
+                with conn.cursor() as cur:
+                    cur.execute(*statement)
+            yield conn
+
+    @contextmanager
+    def cursor(self, scope: Scope) -> Iterator[psycopg2.extras.RealDictCursor]:
+        """A dict cursor inside its own transaction in `scope`."""
+        statement = scope_statement(scope)
+        factory = psycopg2.extras.RealDictCursor if statement is None else _scoped(psycopg2.extras.RealDictCursor)
+        with self._transaction() as conn, conn.cursor(cursor_factory=factory) as cur:
+            if statement is not None:
+                cur.scope_sql = cur.mogrify(*statement) + b"; "
             yield cur
 
     @contextmanager
-    def read(self, cursor_factory=psycopg2.extras.RealDictCursor) -> Iterator[psycopg2.extensions.cursor]:
-        """A cursor (dict rows unless told otherwise) for ONE read statement, in autocommit: one round trip
-        instead of BEGIN, query, COMMIT. Not for writes, nor for reads that must see one snapshot across
-        statements (use `cursor()`)."""
+    def read(self, scope: Scope, cursor_factory=psycopg2.extras.RealDictCursor) -> Iterator[psycopg2.extensions.cursor]:
+        """A cursor (dict rows unless told otherwise) for ONE read statement in `scope`, in autocommit: one round
+        trip instead of BEGIN, query, COMMIT. Not for writes, nor for reads that must see one snapshot across
+        statements (use `cursor()`).
+
+        The scope keeps it at one round trip: the cursor sends `SELECT set_config(...); <the statement>` as one
+        message, which Postgres runs as one implicit transaction, so the transaction-local setting holds for the
+        statement and ends with it. A transaction in its place would take four round trips (BEGIN, set_config, the
+        statement, COMMIT) on each of a chat turn's hot reads."""
+        statement = scope_statement(scope)
+        factory = cursor_factory or psycopg2.extensions.cursor
         with self._connection() as conn:
             # psycopg2 sends nothing for this switch: it only stops issuing BEGIN before the statement.
             conn.autocommit = True
             try:
-                with conn.cursor(cursor_factory=cursor_factory) as cur:
+                with conn.cursor(cursor_factory=factory if statement is None else _scoped(factory)) as cur:
+                    if statement is not None:
+                        cur.scope_sql = cur.mogrify(*statement) + b"; "
                     yield cur
             finally:
                 # Every other user of the pool expects transaction mode: a connection that cannot be switched
@@ -143,7 +229,7 @@ class Database:
                     conn.close()
 
     def ping(self) -> None:
-        with self.transaction() as conn, conn.cursor() as cur:
+        with self.transaction(NO_PROJECT) as conn, conn.cursor() as cur:
             cur.execute("SELECT 1")
 
     def close(self) -> None:

@@ -27,16 +27,19 @@ class WindowState:
 
 def hold(cur, project_id: str, user_id: str, tier: Tier, jobs: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
     """Hold one user's jobs, given in order as (job id, job as JSON), skipping those already held or applied in
-    this tier. Returns the ids newly held."""
+    this tier, and those made before their user was forgotten (nothing of a forgotten user is kept, not even
+    for a while). Returns the ids newly held."""
     held = []
     for job_id, body in jobs:
         cur.execute(
             "INSERT INTO held_jobs (project_id, user_id, tier, job_id, job)"
             " SELECT %(p)s, %(u)s, %(t)s, %(j)s, %(body)s WHERE NOT EXISTS (SELECT 1 FROM processed_jobs"
             "  WHERE project_id = %(p)s AND job_id = %(j)s AND tier = %(t)s AND status IN %(applied)s)"
+            " AND NOT EXISTS (SELECT 1 FROM user_tombstones WHERE project_id = %(p)s AND user_id = %(u)s"
+            "  AND forgotten_at >= %(made)s::timestamptz)"
             " ON CONFLICT (project_id, job_id, tier) DO NOTHING RETURNING job_id",
             {"p": project_id, "u": user_id, "t": Tier(tier).value, "j": job_id, "body": Json(body),
-             "applied": _APPLIED},
+             "applied": _APPLIED, "made": body["created_at"]},
         )
         if cur.fetchone() is not None:
             held.append(job_id)
@@ -71,24 +74,30 @@ def release(cur, project_id: str, tier: Tier, job_ids: Sequence[str]) -> int:
     return cur.rowcount
 
 
-def count_failure(cur, project_id: str, tier: Tier, job_ids: Sequence[str], error: str) -> dict[str, int]:
-    """One more failed attempt for each of these held jobs; returns their attempts so far."""
+def count_failure(cur, project_id: str, tier: Tier, job_ids: Sequence[str], error: str, retry_after_s: float
+                  ) -> dict[str, int]:
+    """A failed attempt for each of these held jobs, counted only for a job not waiting out an earlier failure:
+    a counted one then waits `retry_after_s` before its next attempt counts. Returns their attempts so far."""
     if not job_ids:
         return {}
     cur.execute(
-        "UPDATE held_jobs SET attempts = attempts + 1, last_error = %s"
+        "UPDATE held_jobs SET last_error = %s,"
+        " attempts = attempts + CASE WHEN retry_at IS NULL OR retry_at <= now() THEN 1 ELSE 0 END,"
+        " retry_at = CASE WHEN retry_at IS NULL OR retry_at <= now() THEN now() + make_interval(secs => %s)"
+        " ELSE retry_at END"
         " WHERE project_id = %s AND tier = %s AND job_id = ANY(%s) RETURNING job_id, attempts",
-        (error[:2000], project_id, Tier(tier).value, list(job_ids)),
+        (error[:2000], retry_after_s, project_id, Tier(tier).value, list(job_ids)),
     )
     return {job_id: attempts for job_id, attempts in cur.fetchall()}
 
 
 def due_windows(cur, waited_s: float, limit: int = 1000) -> list[tuple[str, str, Tier]]:
     """(project, user, tier) of the windows whose oldest job has been held `waited_s` seconds or more (by the
-    database's clock, which set held_at)."""
+    database's clock, which set held_at), and not every job of which waits out a failure (see count_failure)."""
     cur.execute(
-        "SELECT project_id, user_id, tier FROM held_jobs WHERE held_at <= now() - make_interval(secs => %s)"
-        " GROUP BY project_id, user_id, tier ORDER BY min(held_at) LIMIT %s",
+        "SELECT project_id, user_id, tier FROM held_jobs GROUP BY project_id, user_id, tier"
+        " HAVING min(held_at) <= now() - make_interval(secs => %s)"
+        " AND min(coalesce(retry_at, '-infinity')) <= now() ORDER BY min(held_at) LIMIT %s",
         (waited_s, limit),
     )
     return [(p, u, Tier(t)) for p, u, t in cur.fetchall()]
@@ -104,3 +113,19 @@ def totals(cur) -> dict[str, dict[str, float | int]]:
     """Per tier: how many jobs are held (all projects) and how long the oldest has waited."""
     cur.execute("SELECT tier, count(*), extract(epoch FROM now() - min(held_at)) FROM held_jobs GROUP BY tier")
     return {tier: {"jobs": int(count), "oldest_age_s": round(float(age), 1)} for tier, count, age in cur.fetchall()}
+
+
+def project_totals(cur, project_id: str) -> dict[str, dict[str, float | int]]:
+    """Per tier: how many of one project's jobs are held and how long its oldest has waited."""
+    cur.execute("SELECT tier, count(*), extract(epoch FROM now() - min(held_at)) FROM held_jobs"
+                " WHERE project_id = %s GROUP BY tier", (project_id,))
+    return {tier: {"jobs": int(count), "oldest_age_s": round(float(age), 1)} for tier, count, age in cur.fetchall()}
+
+
+def totals_by_project(cur, limit: int) -> dict[str, dict[str, float | int]]:
+    """The projects holding the most jobs (all tiers), at most `limit`: how many and how long the oldest has
+    waited. For operators (the caller's transaction is in ALL_PROJECTS)."""
+    cur.execute("SELECT project_id, count(*), extract(epoch FROM now() - min(held_at)) FROM held_jobs"
+                " GROUP BY project_id ORDER BY count(*) DESC, project_id LIMIT %s", (limit,))
+    return {project: {"jobs": int(count), "oldest_age_s": round(float(age), 1)}
+            for project, count, age in cur.fetchall()}

@@ -17,6 +17,7 @@ import psycopg2.errors
 from psycopg2.extras import Json
 
 from reverie.domain.errors import ValidationFailed
+from reverie.domain.fields import as_utc
 from reverie.domain.memory import Memory, MemoryEvent
 from reverie.domain.tiers import EventKind, Tier
 from reverie.store.db import Database, vector_literal
@@ -88,7 +89,8 @@ def update_text(
     cur, project_id: str, user_id: str, memory_id: str, text: str, *,
     embedding: list[float] | None, embedding_model: str | None, job_id: str | None,
 ) -> bool:
-    """Refine a memory in place (same fact, better words); the old text stays in its UPDATE event."""
+    """Refine a memory in place (same fact, better words); the old text stays in its UPDATE event (until the
+    memory is deleted)."""
     cur.execute(
         "UPDATE memories m SET text = %s, content_hash = %s, embedding = %s::vector, embedding_model = %s,"
         " updated_at = now() FROM memories old"
@@ -157,33 +159,46 @@ def record_event(
 def get(db: Database, project_id: str, memory_id: str) -> Memory | None:
     if not _is_uuid(memory_id):
         return None
-    with db.cursor() as cur:
+    with db.read(project_id) as cur:
         cur.execute(f"SELECT {COLUMNS} FROM memories WHERE project_id = %s AND id = %s", (project_id, memory_id))
         row = cur.fetchone()
         return as_memory(row) if row else None
 
 
 def delete(db: Database, project_id: str, memory_id: str) -> bool:
-    """An explicit delete: the row goes, a DELETE event keeps the trace."""
+    """An explicit delete: the row goes and so does its text, everywhere it was kept. Its events stay, without
+    their text (the DELETE event, the last, has none), so the history still says what happened and when, and
+    nothing of what was said. The narratives written from it go too: they quote it (the next one is written
+    without it)."""
     if not _is_uuid(memory_id):
         return False
-    with db.transaction() as conn, conn.cursor() as cur:
+    with db.transaction(project_id) as conn, conn.cursor() as cur:
         cur.execute(
-            "DELETE FROM memories WHERE project_id = %s AND id = %s RETURNING user_id, text",
+            "DELETE FROM memories WHERE project_id = %s AND id = %s RETURNING user_id",
             (project_id, memory_id),
         )
         row = cur.fetchone()
         if row is None:
             return False
-        cur.execute("UPDATE memories SET superseded_by = NULL WHERE superseded_by = %s", (memory_id,))
-        record_event(cur, project_id, row[0], memory_id, EventKind.DELETE, old_text=row[1])
+        user_id = row[0]
+        cur.execute("UPDATE memories SET superseded_by = NULL WHERE project_id = %s AND superseded_by = %s",
+                    (project_id, memory_id))
+        # An event holds only its own memory's text (ADD, UPDATE and SUPERSEDE: old and new; DELETE: none now).
+        cur.execute(
+            "UPDATE memory_events SET old_text = NULL, new_text = NULL WHERE project_id = %s AND memory_id = %s"
+            " AND (old_text IS NOT NULL OR new_text IS NOT NULL)",
+            (project_id, memory_id),
+        )
+        cur.execute("DELETE FROM narratives WHERE project_id = %s AND user_id = %s AND %s = ANY(citations)",
+                    (project_id, user_id, memory_id))
+        record_event(cur, project_id, user_id, memory_id, EventKind.DELETE)
         return True
 
 
 def history(db: Database, project_id: str, memory_id: str) -> list[MemoryEvent]:
     if not _is_uuid(memory_id):
         return []
-    with db.cursor() as cur:
+    with db.read(project_id) as cur:
         cur.execute(
             "SELECT id, memory_id::text AS memory_id, event, job_id, old_text, new_text, created_at"
             " FROM memory_events WHERE project_id = %s AND memory_id = %s ORDER BY id",
@@ -209,7 +224,7 @@ def list_page(
         clauses.append("(recorded_at, id) < (%s, %s)")
         params += [at, last_id]
     params.append(limit + 1)
-    with db.read() as cur:
+    with db.read(project_id) as cur:
         cur.execute(
             f"SELECT {COLUMNS} FROM memories WHERE {' AND '.join(clauses)}"
             " ORDER BY recorded_at DESC, id DESC LIMIT %s",
@@ -230,7 +245,7 @@ def get_many(db: Database, project_id: str, memory_ids: list[str]) -> list[Memor
     """Memories by id, in the order asked, scoped by project."""
     if not memory_ids:
         return []
-    with db.cursor() as cur:
+    with db.read(project_id) as cur:
         cur.execute(f"SELECT {COLUMNS} FROM memories WHERE project_id = %s AND id = ANY(%s::uuid[])",
                     (project_id, memory_ids))
         found = {str(r["id"]): as_memory(r) for r in cur.fetchall()}
@@ -239,7 +254,7 @@ def get_many(db: Database, project_id: str, memory_ids: list[str]) -> list[Memor
 
 def superseded(db: Database, project_id: str, user_id: str, *, limit: int) -> list[Memory]:
     """Facts that were replaced, newest replacement first: what the user's life used to be."""
-    with db.cursor() as cur:
+    with db.read(project_id) as cur:
         cur.execute(
             f"SELECT {COLUMNS} FROM memories WHERE project_id = %s AND user_id = %s AND superseded_at IS NOT NULL"
             " ORDER BY superseded_at DESC LIMIT %s",
@@ -292,7 +307,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         at, memory_id = json.loads(raw)
-        return datetime.fromisoformat(at), str(uuid.UUID(memory_id))
+        return as_utc(datetime.fromisoformat(at)), str(uuid.UUID(memory_id))  # Postgres takes offsets < 16 h
     except Exception as exc:
         raise ValidationFailed("cursor is not one this API returned") from exc
 

@@ -36,7 +36,7 @@ def nearest(
     of that user's rows), on the half-precision copies in the covering index of migration 0004."""
     where, params = _scope(project_id, user_id, tiers, filters, as_of)
     params.update(qvec=vector_literal(embedding), k=k)
-    with db.read(cursor_factory=None) as cur:
+    with db.read(project_id, cursor_factory=None) as cur:
         cur.execute(
             f"SELECT id::text, recorded_at, embedding_half <=> %(qvec)s::halfvec AS d FROM memories"
             f" WHERE {where} AND embedding_half IS NOT NULL ORDER BY d LIMIT %(k)s",
@@ -55,7 +55,7 @@ def matching(
         return []
     where, params = _scope(project_id, user_id, tiers, filters, as_of)
     params.update(terms=terms, k=k)
-    with db.read(cursor_factory=None) as cur:
+    with db.read(project_id, cursor_factory=None) as cur:
         cur.execute(
             f"SELECT id::text, recorded_at, ts_rank_cd(tsv, q) AS r FROM memories, to_tsquery('english', %(terms)s) q"
             f" WHERE {where} AND tsv @@ q ORDER BY r DESC LIMIT %(k)s",
@@ -68,7 +68,7 @@ def fetch(db: Database, project_id: str, user_id: str, ids: Sequence[str]) -> li
     """The user's memories with these ids, in the order given; an id whose row is gone is skipped."""
     if not ids:
         return []
-    with db.read() as cur:
+    with db.read(project_id) as cur:
         cur.execute(
             f"SELECT {COLUMNS} FROM memories WHERE project_id = %s AND user_id = %s AND id = ANY(%s::uuid[])",
             (project_id, user_id, list(ids)),

@@ -7,13 +7,16 @@ from dataclasses import dataclass
 from importlib import resources
 
 import psycopg2.errors
+from psycopg2 import sql
 
 from reverie.domain.errors import SchemaBehind
-from reverie.store.db import Database
+from reverie.store.db import ALL_PROJECTS, NO_PROJECT, Database
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # Any fixed number: serialises concurrent migrators (two deploys, or a deploy and `reverie migrate`).
 _LOCK_KEY = 7_311_994_201
+# The role migration 0006 makes and grants what the functions need; their login role is a member of it.
+RUNTIME_ROLE = "reverie_runtime"
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ def latest_version() -> int:
 
 
 def current_version(db: Database) -> int:
-    with db.transaction() as conn, conn.cursor() as cur:
+    with db.transaction(NO_PROJECT) as conn, conn.cursor() as cur:
         cur.execute("SELECT to_regclass('public.schema_migrations') IS NOT NULL")
         if not cur.fetchone()[0]:
             return 0
@@ -81,16 +84,21 @@ def _first_line(exc: Exception) -> str:
 
 def _migrate(db: Database, lock_timeout_s: float, statement_timeout_s: float) -> list[Migration]:
     applied: list[Migration] = []
-    with db.transaction() as conn, conn.cursor() as cur:
+    # Across projects: the owner is subject to the tables' row-level security too (forced), and a migration may
+    # rewrite the rows of every project.
+    with db.transaction(ALL_PROJECTS) as conn, conn.cursor() as cur:
         # SET LOCAL: for this transaction only (the connection goes back to the pool without them).
         cur.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
                     (_ms(lock_timeout_s), _ms(statement_timeout_s)))
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-        cur.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version integer PRIMARY KEY, name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
+        # Asked first: a role that may not create tables (the functions' own) then finds a current schema a no-op.
+        cur.execute("SELECT to_regclass('public.schema_migrations') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
         cur.execute("SELECT version FROM schema_migrations")
         done = {row[0] for row in cur.fetchall()}
         for migration in available():
@@ -108,6 +116,23 @@ def _migrate(db: Database, lock_timeout_s: float, statement_timeout_s: float) ->
 def _ms(seconds: float) -> str:
     """A timeout setting's value: whole milliseconds, at least 1 (0 would mean no timeout at all)."""
     return f"{max(1, round(seconds * 1000))}ms"
+
+
+def ensure_login_role(db: Database, name: str, password: str | None = None) -> None:
+    """The functions' login role `name`, a member of RUNTIME_ROLE: made if missing, else brought back to LOGIN,
+    NOSUPERUSER, NOBYPASSRLS (no row-level security passes it), and given `password` (None: none, for a server that
+    trusts its local connections). Run by a role that may manage roles, on a migrated database (the embedded
+    superuser locally; in AWS, the README's Deploying section does this by hand)."""
+    with db.transaction(NO_PROJECT) as conn, conn.cursor() as cur:
+        cur.execute("SELECT current_user = %s", (name,))
+        if cur.fetchone()[0]:
+            raise ValueError(f"the functions' role {name!r} must not be the role that owns and migrates the schema")
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))  # two starts at once make one role
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
+        verb = "ALTER" if cur.fetchone() else "CREATE"
+        cur.execute(sql.SQL("{} ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE INHERIT PASSWORD %s")
+                    .format(sql.SQL(verb), sql.Identifier(name)), (password,))
+        cur.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(RUNTIME_ROLE), sql.Identifier(name)))
 
 
 def check_schema(db: Database) -> int:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from reverie.store.db import Database
+from reverie.store.db import ALL_PROJECTS, Database
 
 
 def latest(db: Database, project_id: str, user_id: str) -> dict[str, Any] | None:
     """The newest narrative version of a user: {text, version, generated_at, citations}, or None."""
-    with db.read() as cur:
+    with db.read(project_id) as cur:
         cur.execute(
             "SELECT text, version, generated_at, citations FROM narratives WHERE project_id = %s AND user_id = %s"
             " ORDER BY version DESC LIMIT 1",
@@ -38,8 +38,8 @@ def add_version(cur, project_id: str, user_id: str, *, text: str, citations: lis
 
 def stale_users(db: Database, older_than: datetime, limit: int) -> list[dict[str, Any]]:
     """Users with current memories whose newest narrative is missing or older than `older_than`:
-    [{project_id, user_id, last}], `last` None when they have none."""
-    with db.cursor() as cur:
+    [{project_id, user_id, last}], `last` None when they have none. Of every project (the weekly sweep's)."""
+    with db.read(ALL_PROJECTS) as cur:
         cur.execute(
             "SELECT m.project_id, m.user_id, max(n.generated_at) AS last"
             " FROM (SELECT DISTINCT project_id, user_id FROM memories WHERE superseded_at IS NULL) m"

@@ -12,7 +12,7 @@ from typing import Any
 
 from reverie.domain.outcomes import TierOutcome
 from reverie.domain.tiers import TIERS, Tier, TierStatus
-from reverie.store.db import Database
+from reverie.store.db import ALL_PROJECTS, Database
 
 # An outcome a later delivery may replace: a failure. done and empty are final (exactly-once effect).
 _REPLACEABLE = ("failed", "dead")
@@ -85,7 +85,8 @@ def job_rows(cur, project_id: str, job_id: str) -> list[dict[str, Any]]:
 
 
 def errors_of(cur, tier: str, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
-    """The last recorded error of (project_id, job_id) pairs in one tier: for the DLQ listing."""
+    """The last recorded error of (project_id, job_id) pairs in one tier: for the DLQ listing (whose messages are
+    of any project: the caller's transaction is in ALL_PROJECTS)."""
     keys = list(keys)
     if not keys:
         return {}
@@ -99,14 +100,14 @@ def errors_of(cur, tier: str, keys: Iterable[tuple[str, str]]) -> dict[tuple[str
 
 def any_tier_processed(db: Database, project_id: str, job_id: str) -> bool:
     """True when at least one tier has recorded an outcome for the job: proof that it was published."""
-    with db.transaction() as conn, conn.cursor() as cur:
+    with db.transaction(project_id) as conn, conn.cursor() as cur:
         cur.execute("SELECT 1 FROM processed_jobs WHERE project_id = %s AND job_id = %s LIMIT 1", (project_id, job_id))
         return cur.fetchone() is not None
 
 
 def last_processed_at(db: Database) -> dict[str, datetime | None]:
     """When each tier last recorded any job outcome (all projects): one index probe per tier."""
-    with db.transaction() as conn, conn.cursor() as cur:
+    with db.transaction(ALL_PROJECTS) as conn, conn.cursor() as cur:
         out = {}
         for tier in TIERS:
             cur.execute("SELECT max(processed_at) FROM processed_jobs WHERE tier = %s", (tier.value,))
@@ -116,7 +117,7 @@ def last_processed_at(db: Database) -> dict[str, datetime | None]:
 
 def last_writes(db: Database, project_id: str) -> dict[str, Any]:
     """Per tier, when the project's last job outcome was recorded and what it was."""
-    with db.cursor() as cur:
+    with db.cursor(project_id) as cur:
         cur.execute(
             "SELECT DISTINCT ON (tier) tier, processed_at, status FROM processed_jobs WHERE project_id = %s"
             " ORDER BY tier, processed_at DESC",
@@ -127,3 +128,28 @@ def last_writes(db: Database, project_id: str) -> dict[str, Any]:
         t.value: ({"at": rows[t.value]["processed_at"], "status": rows[t.value]["status"]} if t.value in rows else None)
         for t in Tier
     }
+
+
+_FAILURES = ("SELECT tier, count(*) FILTER (WHERE status = 'failed') AS failed,"
+             " count(*) FILTER (WHERE status = 'dead') AS dead FROM processed_jobs"
+             " WHERE status IN ('failed', 'dead') AND processed_at >= now() - make_interval(secs => %s)")
+
+
+def recent_failures(db: Database, project_id: str, within_s: float) -> dict[str, dict[str, int]]:
+    """Per tier, how many of the project's jobs were recorded failed or dead in the last `within_s` seconds (and
+    not applied since: an applied job's row says done)."""
+    with db.read(project_id) as cur:
+        cur.execute(_FAILURES + " AND project_id = %s GROUP BY tier", (within_s, project_id))
+        return _per_tier(cur.fetchall())
+
+
+def recent_failures_all(db: Database, within_s: float) -> dict[str, dict[str, int]]:
+    """The same, for every project: for operators."""
+    with db.read(ALL_PROJECTS) as cur:
+        cur.execute(_FAILURES + " GROUP BY tier", (within_s,))
+        return _per_tier(cur.fetchall())
+
+
+def _per_tier(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    found = {r["tier"]: {"failed": int(r["failed"]), "dead": int(r["dead"])} for r in rows}
+    return {t.value: found.get(t.value, {"failed": 0, "dead": 0}) for t in TIERS}

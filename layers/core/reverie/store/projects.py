@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from reverie.store.db import Database
+from reverie.store.db import ALL_PROJECTS, Database
 
 KEY_PREFIX = "rv_"
 
@@ -39,7 +39,7 @@ def issue_key(db: Database, project_id: str, name: str = "") -> IssuedKey:
 
 def create_project(db: Database, project_id: str, name: str | None = None) -> bool:
     """Create the project unless it exists; whether it was created."""
-    with db.transaction() as conn, conn.cursor() as cur:
+    with db.transaction(project_id) as conn, conn.cursor() as cur:
         cur.execute(
             "INSERT INTO projects (id, name) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING",
             (project_id, name or project_id),
@@ -52,7 +52,7 @@ def create_project_with_key(db: Database, project_id: str, name: str | None = No
     """A project and its first key, in one transaction. A project that exists already gets its first key only
     if it has none (one left behind keyless); otherwise nothing is written and None is answered."""
     key = new_key(project_id)
-    with db.transaction() as conn, conn.cursor() as cur:
+    with db.transaction(project_id) as conn, conn.cursor() as cur:
         cur.execute(
             "INSERT INTO projects (id, name) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING",
             (project_id, name or project_id),
@@ -71,14 +71,14 @@ def create_project_with_key(db: Database, project_id: str, name: str | None = No
 
 
 def project_exists(db: Database, project_id: str) -> bool:
-    with db.read() as cur:
+    with db.read(project_id) as cur:
         cur.execute("SELECT 1 FROM projects WHERE id = %s", (project_id,))
         return cur.fetchone() is not None
 
 
 def list_projects(db: Database) -> list[dict[str, Any]]:
-    """Every project, oldest first, with the number of its keys that still work."""
-    with db.read() as cur:
+    """Every project, oldest first, with the number of its keys that still work (for operators: all projects)."""
+    with db.read(ALL_PROJECTS) as cur:
         cur.execute(
             "SELECT p.id AS project_id, p.name, p.created_at,"
             " count(k.id) FILTER (WHERE k.revoked_at IS NULL) AS keys"
@@ -90,7 +90,7 @@ def list_projects(db: Database) -> list[dict[str, Any]]:
 
 def list_api_keys(db: Database, project_id: str) -> list[dict[str, Any]]:
     """A project's keys, oldest first: ids, prefixes, names and dates (never a key, which is not stored)."""
-    with db.read() as cur:
+    with db.read(project_id) as cur:
         cur.execute(
             "SELECT id AS key_id, prefix, name, created_at, revoked_at FROM api_keys"
             " WHERE project_id = %s ORDER BY created_at, id",
@@ -100,13 +100,13 @@ def list_api_keys(db: Database, project_id: str) -> list[dict[str, Any]]:
 
 
 def key_exists(db: Database, project_id: str, key_id: str) -> bool:
-    with db.read() as cur:
+    with db.read(project_id) as cur:
         cur.execute("SELECT 1 FROM api_keys WHERE project_id = %s AND id = %s", (project_id, key_id))
         return cur.fetchone() is not None
 
 
 def add_api_key(db: Database, *, key_id: str, project_id: str, key_hash: str, prefix: str, name: str = "") -> None:
-    with db.transaction() as conn, conn.cursor() as cur:
+    with db.transaction(project_id) as conn, conn.cursor() as cur:
         cur.execute(
             "INSERT INTO api_keys (id, project_id, key_hash, prefix, name) VALUES (%s, %s, %s, %s, %s)",
             (key_id, project_id, key_hash, prefix, name),
@@ -114,17 +114,18 @@ def add_api_key(db: Database, *, key_id: str, project_id: str, key_hash: str, pr
 
 
 def project_for_key_hash(db: Database, key_hash: str) -> str | None:
-    with db.transaction() as conn, conn.cursor() as cur:
+    """The project of a working key. Across projects: the key is what says which project a request is for."""
+    with db.read(ALL_PROJECTS) as cur:
         cur.execute(
             "SELECT project_id FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL",
             (key_hash,),
         )
         row = cur.fetchone()
-        return row[0] if row else None
+        return row["project_id"] if row else None
 
 
 def revoke_api_key(db: Database, project_id: str, key_id: str) -> bool:
-    with db.transaction() as conn, conn.cursor() as cur:
+    with db.transaction(project_id) as conn, conn.cursor() as cur:
         cur.execute(
             "UPDATE api_keys SET revoked_at = now() WHERE project_id = %s AND id = %s AND revoked_at IS NULL",
             (project_id, key_id),

@@ -34,7 +34,7 @@ def export_rows(db: Database, project_id: str, user_id: str, part: str, *, after
     if after is not None:
         clauses.append(f"({columns}) > ({', '.join(f'%s::{t}' for _, t in order)})")
         params += after
-    with db.read() as cur:
+    with db.read(project_id) as cur:
         cur.execute(f"{select} WHERE {' AND '.join(clauses)} ORDER BY {columns} LIMIT %s", [*params, limit])
         rows = cur.fetchall()
     found = []

@@ -19,7 +19,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
-from reverie.api import memories
+from reverie.api import limits, memories
 from reverie.api.schemas import (
     AddMemoriesRequest,
     AskRequest,
@@ -30,7 +30,7 @@ from reverie.api.schemas import (
     check_user_id,
     parse,
 )
-from reverie.domain.fields import MAX_PAGE_SIZE
+from reverie.domain.fields import MAX_PAGE_SIZE, canonical_uuid, storable_text
 from reverie.store import memories as memory_rows
 
 logger = logging.getLogger(__name__)
@@ -200,11 +200,18 @@ class StoreTools:
         self.clients = clients
         self.project_id = project_id
 
+    def _spends_model(self) -> None:
+        """A tool call that spends model calls counts in the project's model budget, as its route would (the
+        POST /mcp request itself counted in the request budget): over it, the tool answers `rate_limited`."""
+        limits.charge(self.clients, self.project_id, requests=False, model=True)
+
     def add_memories(self, user_id: str, args: AddMemories) -> dict:
         request = parse(AddMemoriesRequest, {
             "user_id": user_id, "messages": [{"role": "user", "content": args.text}], "infer": args.infer,
             "metadata": args.metadata or {},
         })
+        if request.infer:
+            self._spends_model()
         return memories.add_memories(self.clients, self.project_id, request).body.model_dump(mode="json")
 
     def search_memory(self, user_id: str, args: SearchMemory) -> dict:
@@ -221,22 +228,26 @@ class StoreTools:
         check_user_id(user_id)
         deleted, not_found = [], []
         for memory_id in args.memory_ids:
-            # DELETE by id is project-wide: a tool acting for one user may only delete that user's memories.
-            memory = memory_rows.get(self.clients.db, self.project_id, memory_id)
-            if memory is None or memory.user_id != user_id or not memory_rows.delete(
-                self.clients.db, self.project_id, memory_id
+            # DELETE by id is project-wide: a tool acting for one user may only delete that user's memories. An
+            # id in another form than ids are given out in (urn:uuid:..., braces) is not found.
+            canonical = canonical_uuid(memory_id)
+            memory = canonical and memory_rows.get(self.clients.db, self.project_id, canonical)
+            if not memory or memory.user_id != user_id or not memory_rows.delete(
+                self.clients.db, self.project_id, canonical
             ):
-                not_found.append(memory_id)
+                not_found.append(storable_text(memory_id))  # echoed: no NUL or lone surrogate goes back
             else:
                 deleted.append(memory_id)
         return {"deleted": deleted, "not_found": not_found}
 
     def ask_memory(self, user_id: str, args: AskMemory) -> dict:
         request = parse(AskRequest, {"user_id": user_id, "question": args.question})
+        self._spends_model()
         return memories.ask(self.clients, self.project_id, request).model_dump(mode="json")
 
     def deep_memory_query(self, user_id: str, args: DeepMemoryQuery) -> dict:
         request = parse(DeepQueryRequest, {"user_id": user_id, "query": args.query})
+        self._spends_model()
         return memories.deep_query(self.clients, self.project_id, request).model_dump(mode="json")
 
     def get_context(self, user_id: str, args: GetContext) -> dict:

@@ -170,7 +170,13 @@ async def _serve(request: HttpRequest, tools: Any, user_id: str | None) -> HttpR
         return _jsonrpc_error(500, -32603, "Internal error: no response")
     if status == 405 and "allow" not in response_headers:
         response_headers["allow"] = "POST"  # RFC 9110: a 405 names what is allowed
-    return HttpResponse(status, response_headers, b"".join(chunks))
+    body = b"".join(chunks)
+    if status >= 400 and "json" not in response_headers.get("content-type", ""):
+        # A few SDK refusals are plain text (a POST without Content-Type): MCP clients read JSON-RPC errors.
+        text = body.decode("utf-8", "replace").strip() or "the request was refused"
+        kept = {k: v for k, v in response_headers.items() if k not in ("content-type", "content-length")}
+        return _jsonrpc_error(status, -32600 if status < 500 else -32603, text, kept)
+    return HttpResponse(status, response_headers, body)
 
 
 def _run_in_new_loop(coro_fn: Callable[[], Any]) -> Any:
