@@ -18,21 +18,13 @@ from reverie.jobs.message import MAX_MESSAGE_BYTES, JobRefused, check_fits, enco
 from reverie.jobs.status import job_status
 from reverie.ops import health
 from reverie.platform.deadline import Deadline
-from tests.support.api import Api
 from tests.support.chat import drain_reflection_jobs, parked, post_chat, published, user_keys_left
 from tests.support.clients import swapped
-from tests.support.functions import load_function
 from tests.support.memories import remember
 
 pytestmark = pytest.mark.integration
 
 MISSING_TOPIC = "arn:aws:sns:us-east-1:123456789012:missing.fifo"
-
-
-@pytest.fixture
-def api(lambda_context, project, clients):
-    yield Api(load_function("MemoryApiFunction"), lambda_context, project)
-    drain_reflection_jobs(clients, project.project_id)
 
 
 def oversized_job(project_id: str, user_id: str):

@@ -18,9 +18,8 @@ from reverie.reflect import narrative
 from reverie.reflect.consumer import handle_batch
 from reverie.store import narratives
 from tests.support.api import Api, event, nothing_stored
-from tests.support.chat import chat_event, chat_handler, drain_reflection_jobs, post_chat, published, tier1
+from tests.support.chat import chat_event, chat_handler, post_chat, published, tier1
 from tests.support.clients import Swapped, swapped
-from tests.support.functions import load_function
 from tests.support.llm import SpyLLM
 from tests.support.memories import remember
 from tests.support.reflect import event as reflection_event
@@ -31,17 +30,6 @@ pytestmark = pytest.mark.integration
 
 # What a model's JSON can carry and no message may: NUL and a lone surrogate.
 DIRT = "\x00\ud800"
-
-
-@pytest.fixture(scope="module")
-def handler(engines):
-    return load_function("MemoryApiFunction")
-
-
-@pytest.fixture
-def api(handler, lambda_context, project, clients):
-    yield Api(handler, lambda_context, project)
-    drain_reflection_jobs(clients, project.project_id)
 
 
 def clean(text: str) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 import uuid
 from datetime import UTC, datetime
 
@@ -14,35 +13,8 @@ from reverie.domain.memory import Turn
 from reverie.llm.offline import register_skill, registered_skills, unregister_skill
 from reverie.reflect import narrative
 from reverie.store import memories
-from tests.support.api import Api, event
+from tests.support.api import event
 from tests.support.chat import drain_reflection_jobs, user_keys_left
-from tests.support.functions import load_function
-
-
-@pytest.fixture(scope="module")
-def handler(engines):
-    return load_function("MemoryApiFunction")
-
-
-@pytest.fixture
-def other_project(clients):
-    from reverie.api.auth import issue_key
-    from reverie.store.projects import create_project
-
-    project_id = "p-" + secrets.token_hex(4)
-    create_project(clients.db, project_id)
-    return issue_key(clients.db, project_id)
-
-
-@pytest.fixture
-def api(handler, lambda_context, project, clients):
-    yield Api(handler, lambda_context, project)
-    drain_reflection_jobs(clients, project.project_id)
-
-
-@pytest.fixture
-def other_api(handler, lambda_context, other_project):
-    return Api(handler, lambda_context, other_project)
 
 
 def add(api, user, *texts, tier="semantic", metadata=None):
@@ -424,8 +396,8 @@ def test_a_request_naming_a_project_is_refused(api):
     assert api("GET", "/v1/memories", query={"user_id": "ana"})[1]["memories"] == []
 
 
-def test_a_request_without_the_authorizers_project_is_401(handler, lambda_context):
-    answer = handler(event("GET", "/v1/memories", query={"user_id": "ana"}), lambda_context)
+def test_a_request_without_the_authorizers_project_is_401(memory_api, lambda_context):
+    answer = memory_api(event("GET", "/v1/memories", query={"user_id": "ana"}), lambda_context)
     assert answer["statusCode"] == 401
     assert json.loads(answer["body"])["error"]["code"] == "unauthorized"
 
@@ -467,12 +439,12 @@ def test_bodies_that_are_not_usable_json_are_400(api, raw):
     assert_error(*api("POST", "/v1/memories", raw_body=raw)[:2], 400, "validation_error")
 
 
-def test_a_body_that_is_not_utf8_is_400(handler, lambda_context, project):
+def test_a_body_that_is_not_utf8_is_400(memory_api, lambda_context, project):
     import base64
 
     sent = event("POST", "/v1/memories/ask", project=project)
     sent.update(body=base64.b64encode(b"\xff\xfey").decode(), isBase64Encoded=True)
-    answer = handler(sent, lambda_context)
+    answer = memory_api(sent, lambda_context)
     assert_error(answer["statusCode"], json.loads(answer["body"]), 400, "validation_error")
 
 
@@ -510,8 +482,8 @@ def test_status_reports_the_projects_own_jobs_and_last_write_per_tier(api, clien
     assert body["last_write"]["episodic"] is None
 
 
-def test_the_openapi_document_is_served_without_a_key_and_documents_auth_and_errors(handler, lambda_context):
-    answer = handler(event("GET", "/v1/openapi.json"), lambda_context)
+def test_the_openapi_document_is_served_without_a_key_and_documents_auth_and_errors(memory_api, lambda_context):
+    answer = memory_api(event("GET", "/v1/openapi.json"), lambda_context)
     assert answer["statusCode"] == 200
     doc = json.loads(answer["body"])
     assert doc["components"]["securitySchemes"]["bearer"] == {**doc["components"]["securitySchemes"]["bearer"],
@@ -591,10 +563,10 @@ def test_user_ids_with_colons_and_at_signs_work_in_the_path(api):
     assert status == 200 and export["user_id"] == "team:ana@home" and len(export["memories"]) == 1
 
 
-def test_mcp_delete_is_405_as_the_stateless_sdk_answers_it(handler, lambda_context, project):
+def test_mcp_delete_is_405_as_the_stateless_sdk_answers_it(memory_api, lambda_context, project):
     sent = event("DELETE", "/mcp", project=project, headers={"x-reverie-user": "ana",
                                                             "mcp-protocol-version": "2025-06-18"})
-    answer = handler(sent, lambda_context)
+    answer = memory_api(sent, lambda_context)
     assert answer["statusCode"] == 405 and "POST" in answer["headers"]["allow"]
     assert [k for k in answer["headers"] if k.lower() == "content-type"] == ["content-type"]
     assert json.loads(answer["body"])["error"]["code"] == -32600

@@ -4,18 +4,13 @@ memory API and the real reflection path (the offline model, as every test), it c
 
 from __future__ import annotations
 
-import secrets
-
 import pytest
 
-from reverie.api.auth import issue_key
 from reverie.domain.tiers import TIERS, Tier
 from reverie.reflect.consumer import handle_batch
-from reverie.store.projects import create_project
 from tests.support.api import Api
-from tests.support.chat import drain_reflection_jobs, post_chat, published
+from tests.support.chat import post_chat, published
 from tests.support.clients import Swapped, swapped
-from tests.support.functions import load_function
 from tests.support.llm import SpyLLM
 from tests.support.reflect import event, events_of, job, memories_of
 
@@ -35,19 +30,6 @@ def spy():
 @pytest.fixture
 def reflecting(clients, spy):
     return Swapped(clients, llm=spy)
-
-
-@pytest.fixture
-def other_project(clients):
-    project_id = "p-" + secrets.token_hex(4)
-    create_project(clients.db, project_id)
-    return issue_key(clients.db, project_id)
-
-
-@pytest.fixture
-def api(engines, lambda_context, project, clients):
-    yield Api(load_function("MemoryApiFunction"), lambda_context, project)
-    drain_reflection_jobs(clients, project.project_id)
 
 
 def learn(reflecting, context, *jobs) -> None:

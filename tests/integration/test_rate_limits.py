@@ -4,16 +4,12 @@ with Retry-After in the error shape, and nothing done. Without Valkey: let throu
 
 from __future__ import annotations
 
-import secrets
-
 import pytest
 from redis.crc import key_slot
 
 from reverie.api import limits
-from reverie.api.auth import issue_key
 from reverie.cache import keys, rate_limits
 from reverie.platform.metric_names import Metric
-from reverie.store.projects import create_project
 from reverie_dev.local.context import LambdaContext
 from tests.support.api import Api, nothing_stored
 from tests.support.chat import chat_event, drain_reflection_jobs, emitted_metrics, post_chat
@@ -30,24 +26,6 @@ NOW = 60.0 * 31_666_666 + 15
 @pytest.fixture(autouse=True)
 def fixed_clock(monkeypatch):
     monkeypatch.setattr(limits, "clock", lambda: NOW)
-
-
-@pytest.fixture(scope="module")
-def handler(engines):
-    return load_function("MemoryApiFunction")
-
-
-@pytest.fixture
-def api(handler, lambda_context, project, clients):
-    yield Api(handler, lambda_context, project)
-    drain_reflection_jobs(clients, project.project_id)
-
-
-@pytest.fixture
-def other_api(handler, lambda_context, clients):
-    project_id = "p-" + secrets.token_hex(4)
-    create_project(clients.db, project_id)
-    return Api(handler, lambda_context, issue_key(clients.db, project_id))
 
 
 def limited(clients, *, requests: int = 1000, model: int = 1000):
