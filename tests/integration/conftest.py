@@ -10,6 +10,19 @@ from tests.support.functions import load_function
 from tests.support.projects import new_project
 
 
+@pytest.fixture(autouse=True)
+def _no_window_left_open(request):
+    """A reflection window a test leaves open would be closed by a later test's window sweep, which goes through
+    every project's (and the user falling quiet makes a window due within a minute): a test's projects leave none."""
+    projects = [request.getfixturevalue(name).project_id for name in ("project", "other_project")
+                if name in request.fixturenames]
+    clients = request.getfixturevalue("clients") if projects else None
+    yield
+    for project_id in projects:
+        with clients.db.transaction(project_id) as conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM held_jobs WHERE project_id = %s", (project_id,))
+
+
 @pytest.fixture(scope="session")
 def memory_api(engines):
     """The memory API function's handler, loaded as Lambda loads it."""

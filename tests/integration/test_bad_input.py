@@ -18,7 +18,7 @@ from reverie.reflect import narrative
 from reverie.reflect.consumer import handle_batch
 from reverie.store import narratives
 from tests.support.api import Api, event, nothing_stored
-from tests.support.chat import chat_event, chat_handler, post_chat, published, tier1
+from tests.support.chat import chat_event, chat_handler, post_chat, post_turn, published, tier1
 from tests.support.clients import Swapped, swapped
 from tests.support.llm import SpyLLM
 from tests.support.memories import remember
@@ -50,9 +50,9 @@ def assert_error(status, body, expected: int | tuple[int, ...], code: str | None
 
 
 def send(api: Api, path: str, raw: str, content_type: str = "application/json", *, base64_encoded: bool = False):
-    """POST a raw body to the chat function (/v1/chat) or the memory API, as API Gateway would."""
-    if path == "/v1/chat":
-        sent = chat_event(api.project.project_id, raw, headers={"content-type": content_type})
+    """POST a raw body to the chat function (/v1/chat, /v1/turns) or the memory API, as API Gateway would."""
+    if path in CHAT_FUNCTION_ROUTES:
+        sent = chat_event(api.project.project_id, raw, headers={"content-type": content_type}, path=path)
         sent["isBase64Encoded"] = base64_encoded
         answer = chat_handler()(sent, api.context)
     else:
@@ -71,6 +71,8 @@ def _body(path: str, text: str = "I live in Porto", metadata: dict | None = None
     metadata = metadata or {}
     return {
         "/v1/chat": {"user_id": "ana", "session_id": "s1", "message": text, "metadata": metadata},
+        "/v1/turns": {"user_id": "ana", "session_id": "s1", "metadata": metadata,
+                      "messages": [{"role": "user", "content": text}, {"role": "assistant", "content": "Noted."}]},
         "/v1/memories": {"user_id": "ana", "messages": [{"content": text}], "infer": False, "metadata": metadata},
         "/v1/memories#infer": {"user_id": "ana", "messages": [{"content": text}], "metadata": metadata},
         "/v1/memories/search": {"user_id": "ana", "query": text, "filters": metadata},
@@ -79,7 +81,8 @@ def _body(path: str, text: str = "I live in Porto", metadata: dict | None = None
     }[path]
 
 
-BODY_ROUTES = ["/v1/chat", "/v1/memories", "/v1/memories#infer", "/v1/memories/search", "/v1/memories/ask",
+CHAT_FUNCTION_ROUTES = ("/v1/chat", "/v1/turns")
+BODY_ROUTES = ["/v1/chat", "/v1/turns", "/v1/memories", "/v1/memories#infer", "/v1/memories/search", "/v1/memories/ask",
                "/v1/memories/deep-query"]
 TOO_LONG_INT = "1" * 5000
 
@@ -123,7 +126,7 @@ def _dirty_bodies(path: str) -> dict[str, dict]:
         "a lone high surrogate in the text": _body(path, "I live in \ud800Porto"),
         "a lone low surrogate in the text": _body(path, "I live in \udfffPorto"),
     }
-    if path in ("/v1/chat", "/v1/memories", "/v1/memories#infer", "/v1/memories/search"):
+    if path in ("/v1/chat", "/v1/turns", "/v1/memories", "/v1/memories#infer", "/v1/memories/search"):
         cases |= {
             "NUL in a metadata key": _body(path, metadata={"a\x00": "x"}),
             "NUL in a metadata value": _body(path, metadata={"a": ["x\x00"]}),
@@ -164,9 +167,11 @@ def test_nul_lone_surrogates_and_huge_numbers_in_a_query_string_are_a_400(api, c
     assert nothing_stored(api, clients, "ana")
 
 
+@pytest.mark.parametrize("path", CHAT_FUNCTION_ROUTES)
 @pytest.mark.parametrize("value", ["a\x00b", "a\ud800b", "caf\xe9", " ", "x" * 256])
-def test_a_bad_idempotency_key_is_a_400_and_the_chat_stores_nothing(api, clients, project, value):
-    status, body = post_chat(project.project_id, _body("/v1/chat"), key=value)
+def test_a_bad_idempotency_key_is_a_400_and_the_chat_stores_nothing(api, clients, project, value, path):
+    post = post_turn if path == "/v1/turns" else post_chat
+    status, body = post(project.project_id, _body(path), key=value)
     assert_error(status, body, 400, "validation_error")
     assert nothing_stored(api, clients, "ana")
 

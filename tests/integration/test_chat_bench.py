@@ -28,10 +28,13 @@ def test_the_quick_benchmark_writes_well_formed_results(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["memories"] == 2000 and result["turns"] == 40 and result["users"] == 20
-    for name in ("overhead_ms", "post_response_ms", "async_ms", "sync_ms"):
+    for name in ("overhead_ms", "post_response_ms", "async_ms", "sync_ms", "turns_overhead_ms",
+                 "turns_post_response_ms"):
         assert set(result[name]) >= {"p50", "p95"}
         assert 0 <= result[name]["p50"] <= result[name]["p95"]
     assert result["statuses"] == {"200": 40} and result["memory_saved"] == 40
+    assert result["turns_statuses"] == {"202": 40} and result["turns_memory_saved"] == 40
+    assert result["turns_model_ms"]["max"] == 0  # recording a turn makes no model call
     assert result["publishes_before_response"] == 0
     assert result["machine"]["cores"] >= 1 and result["date"]
     assert result["model_delays_ms"] == {"reply": 5, "embedding": 1, "extraction": 5}

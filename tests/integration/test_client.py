@@ -246,6 +246,24 @@ def test_endpoints_use_the_contract_paths_and_bodies(stub: Stub) -> None:
     assert stub.seen[7].query == {"user_id": "alice", "session_id": "s1", "max_tokens": "800"}
 
 
+def test_record_turn_posts_the_exchange_with_its_idempotency_key(stub: Stub) -> None:
+    from reverie.api.mcp.tools import AddTurn
+    from reverie_dev.mcp_stdio import HttpTools
+
+    stub.route = lambda req: (202, {}, {"turn_id": "t-1", "job_id": "j-1", "memory_saved": True})
+    exchange = [{"role": "user", "content": "I live in Porto"}, {"role": "assistant", "content": "Noted."}]
+    with ReverieClient(stub.url, API_KEY) as client:
+        assert client.record_turn("alice", "s1", exchange, idempotency_key="k-1")["job_id"] == "j-1"
+        client.record_turn("alice", "s1", exchange[:1], metadata={"app": "web"})
+        # The stdio MCP server's add_turn is the same call.
+        assert HttpTools(client).add_turn("alice", AddTurn(messages=exchange))["memory_saved"] is True
+    assert [(r.method, r.path) for r in stub.seen] == [("POST", "/v1/turns")] * 3
+    assert stub.seen[0].body == {"user_id": "alice", "session_id": "s1", "messages": exchange}
+    assert stub.seen[0].headers["idempotency-key"] == "k-1"
+    assert stub.seen[1].body["metadata"] == {"app": "web"} and "idempotency-key" not in stub.seen[1].headers
+    assert stub.seen[2].body == {"user_id": "alice", "session_id": "mcp", "messages": exchange}
+
+
 def test_stdio_mcp_server_forwards_tool_calls_to_the_http_api(stub: Stub) -> None:
     from mcp.client import Client
     from mcp.client.stdio import StdioServerParameters

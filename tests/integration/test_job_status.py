@@ -78,7 +78,7 @@ def test_the_etag_is_stable_until_the_status_changes(clients, project):
 def test_a_failed_tier_makes_the_job_failed_and_a_dead_one_dead(clients, project, lambda_context):
     from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
-    j = job(project.project_id, "u1", "I live in Porto.")
+    j = job(project.project_id, "u1", "I live in Porto and I always take the train.")  # a fact and a habit
     job_markers.remember(clients.valkey, j)
     broken = Swapped(clients, llm=SpyLLM(fail={"extract_semantic": LLMTimeout("timed out after 20s"),
                                                     "extract_procedural": LLMTimeout("timed out after 20s")}))

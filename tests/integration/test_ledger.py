@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 def test_every_call_of_a_user_batch_is_in_the_ledger_with_its_tier_and_jobs(clients, project, lambda_context):
     llm = SpyLLM()
     reflecting = Swapped(clients, llm=llm)
-    jobs = [job(project.project_id, "ana", f"I have a cat named Tom{i}.") for i in range(3)]
+    jobs = [job(project.project_id, "ana", f"I have a cat named Tom{i} and I always feed him at 7.") for i in range(3)]
     for tier in TIERS:
         handle_batch(tier, event(*jobs), lambda_context, reflecting)
 

@@ -21,7 +21,7 @@ from reverie.api.mcp import transport as mcp_server
 from reverie.api.mcp.transport import HttpRequest, handle_mcp, user_id_from_request
 from reverie_client import ReverieAPIError
 
-SEVEN_TOOLS = {
+EIGHT_TOOLS = {
     "add_memories",
     "search_memory",
     "list_memories",
@@ -29,6 +29,7 @@ SEVEN_TOOLS = {
     "ask_memory",
     "deep_memory_query",
     "get_context",
+    "add_turn",
 }
 HEADERS = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
 
@@ -91,6 +92,11 @@ class InMemoryTools:
     def get_context(self, user_id: str, args: Any) -> dict:
         self.calls.append(("get_context", user_id))
         return {"rules": [], "memories": [], "recent_turns": [], "tokens": 0, "session_id": args.session_id}
+
+    def add_turn(self, user_id: str, args: Any) -> dict:
+        self.calls.append(("add_turn", user_id))
+        return {"turn_id": "t-1", "job_id": "job-t-1", "memory_saved": True, "session_id": args.session_id,
+                "roles": [m.role for m in args.messages]}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -180,13 +186,13 @@ def test_auto_mode_discovers_the_stateless_protocol_version(server: ThreadingHTT
     async def main() -> None:
         async with Client(_url(server, "?user_id=alice")) as client:  # mode="auto": server/discover first
             assert client.protocol_version in MODERN_PROTOCOL_VERSIONS
-            assert {t.name for t in (await client.list_tools()).tools} == SEVEN_TOOLS
+            assert {t.name for t in (await client.list_tools()).tools} == EIGHT_TOOLS
 
     anyio.run(main)
 
 
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
-def test_list_tools_returns_exactly_the_seven_tools_with_input_schemas(
+def test_list_tools_returns_exactly_the_eight_tools_with_input_schemas(
     server: ThreadingHTTPServer, mode: str
 ) -> None:
     async def main() -> Any:
@@ -194,7 +200,7 @@ def test_list_tools_returns_exactly_the_seven_tools_with_input_schemas(
             return (await client.list_tools()).tools
 
     tools = {t.name: t for t in anyio.run(main)}
-    assert set(tools) == SEVEN_TOOLS
+    assert set(tools) == EIGHT_TOOLS
     for tool in tools.values():
         assert tool.input_schema["type"] == "object"
         assert tool.description and "\n" not in tool.description
@@ -207,6 +213,8 @@ def test_list_tools_returns_exactly_the_seven_tools_with_input_schemas(
     assert required["ask_memory"] == ["question"]
     assert required["deep_memory_query"] == ["query"]
     assert required["get_context"] == []
+    assert required["add_turn"] == ["messages"]
+    assert set(tools["add_turn"].input_schema["properties"]) == {"messages", "session_id", "metadata"}
     assert set(tools["get_context"].input_schema["properties"]) == {"session_id", "query", "max_tokens"}
     assert tools["delete_memories"].input_schema["properties"]["memory_ids"]["type"] == "array"
     assert tools["search_memory"].annotations.read_only_hint is True
@@ -255,9 +263,12 @@ def test_the_other_tools_reach_the_backend(server: ThreadingHTTPServer) -> None:
             assert deep["tiers_used"] == ["semantic"]
             ctx = _payload(await client.call_tool("get_context", {"session_id": "s1", "max_tokens": 500}))
             assert ctx["session_id"] == "s1"
+            turn = _payload(await client.call_tool("add_turn", {"messages": [
+                {"role": "user", "content": "I live in Porto"}, {"role": "assistant", "content": "Noted."}]}))
+            assert turn["roles"] == ["user", "assistant"] and turn["session_id"] == "mcp"
 
     anyio.run(main)
-    assert [name for name, _ in backend.calls] == ["ask_memory", "deep_memory_query", "get_context"]
+    assert [name for name, _ in backend.calls] == ["ask_memory", "deep_memory_query", "get_context", "add_turn"]
 
 
 def test_user_header_names_the_user_and_wins_over_the_query(server: ThreadingHTTPServer) -> None:

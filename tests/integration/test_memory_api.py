@@ -493,14 +493,16 @@ def test_the_openapi_document_is_served_without_a_key_and_documents_auth_and_err
     # The whole public API: the memory API's routes, the chat function's and the MCP endpoint.
     assert {("POST", "/v1/memories"), ("GET", "/v1/memories"), ("GET", "/v1/memories/{memory_id}"),
             ("GET", "/v1/memories/{memory_id}/history"), ("DELETE", "/v1/memories/{memory_id}"),
+            ("PATCH", "/v1/memories/{memory_id}"), ("GET", "/v1/users"), ("GET", "/v1/users/{user_id}/jobs"),
             ("POST", "/v1/memories/search"), ("POST", "/v1/memories/ask"), ("POST", "/v1/memories/deep-query"),
             ("GET", "/v1/context"), ("GET", "/v1/users/{user_id}/narrative"),
             ("POST", "/v1/users/{user_id}/narrative/regenerate"), ("GET", "/v1/users/{user_id}/export"),
             ("DELETE", "/v1/users/{user_id}"), ("GET", "/v1/jobs/{job_id}"), ("GET", "/v1/status"),
-            ("POST", "/v1/chat"), ("POST", "/mcp")} == set(operations)
+            ("POST", "/v1/chat"), ("POST", "/v1/turns"), ("POST", "/mcp")} == set(operations)
     for (_, path), op in operations.items():
-        # Validation failures are 400s; only the chat's Idempotency-Key reused with another body is a 422.
-        assert ("422" in op["responses"]) == (path == "/v1/chat")
+        # Validation failures are 400s; only an Idempotency-Key reused with another body is a 422 (the chat
+        # function's routes).
+        assert ("422" in op["responses"]) == (path in ("/v1/chat", "/v1/turns"))
         for code in ("400",) + (("404",) if "{" in path else ()):
             schema = op["responses"][code]["content"]["application/json"]["schema"]
             # MCP refusals are JSON-RPC errors, as MCP clients expect.
@@ -513,6 +515,8 @@ def test_the_openapi_document_is_served_without_a_key_and_documents_auth_and_err
         assert {"$ref": "#/components/schemas/GatewayError"} in op["responses"]["401"]["content"][
             "application/json"]["schema"]["anyOf"]
     assert set(operations[("POST", "/v1/memories")]["responses"]) >= {"201", "202"}
+    assert "202" in operations[("POST", "/v1/turns")]["responses"] and "200" not in operations[("POST", "/v1/turns")][
+        "responses"]
     limit = next(p for p in operations[("GET", "/v1/memories")]["parameters"] if p["name"] == "limit")
     assert limit["schema"]["maximum"] == 100
 

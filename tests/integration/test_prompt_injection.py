@@ -124,7 +124,9 @@ def test_the_extraction_prompt_keeps_the_message_as_data_and_shares_no_call_with
     p = project.project_id
     learn(reflecting, lambda_context, job(p, "ana", "I live in Porto and my sister is Rosa."))
     spy.prompts.clear()
-    learn(reflecting, lambda_context, job(p, "mallory", INJECTION), job(p, "ana", "I like green tea."))
+    # Said with a fact and a habit, so that the cheap check gives the window its model calls.
+    learn(reflecting, lambda_context, job(p, "mallory", "I live in Oslo and I always cycle. " + INJECTION),
+          job(p, "ana", "I like green tea."))
     with_injection = [(purpose, messages) for purpose, messages in spy.prompts
                       if any(INJECTION[:40] in m["content"] for m in messages)]
     assert {purpose for purpose, _ in with_injection} >= {"extract_semantic", "extract_procedural"}

@@ -13,11 +13,13 @@ from reverie.domain.fields import utcnow
 from reverie.domain.memory import Turn
 from reverie.domain.tiers import Tier
 from reverie.llm import LLMUnavailable, estimate_tokens
+from reverie.platform import after_response
 from reverie.store import memories as store
 from reverie.store import memory_search
 from tests.support.clients import swapped
 from tests.support.llm import SpyLLM
 from tests.support.memories import remember
+from tests.support.narratives import queued_narratives
 
 pytestmark = pytest.mark.integration
 
@@ -146,11 +148,13 @@ def test_without_a_query_the_context_lists_the_newest_memories(clients, project)
     assert context.recent_turns == []
 
 
-def test_a_stale_narrative_is_left_out(clients, project):
+def test_a_stale_narrative_is_used_and_its_regeneration_queued(clients, project):
     with clients.db.transaction(project.project_id) as conn, conn.cursor() as cur:
         cur.execute("INSERT INTO narratives (project_id, user_id, version, text, generated_at)"
                     " VALUES (%s, 'ana', 1, 'old story', %s)", (project.project_id, utcnow() - timedelta(days=30)))
-    assert recall.build_context(clients, project.project_id, "ana", max_tokens=500).narrative is None
+    assert recall.build_context(clients, project.project_id, "ana", max_tokens=500).narrative == "old story"
+    assert after_response.drain(10)
+    assert [(j.user_id, j.reason) for j in queued_narratives(clients, project.project_id)] == [("ana", "stale")]
 
 
 def test_with_postgres_down_the_context_keeps_the_recent_turns_and_says_what_is_missing(clients, project):

@@ -14,29 +14,38 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 
 
-def test_the_quick_benchmark_writes_well_formed_results(tmp_path):
+def test_the_quick_benchmark_writes_well_formed_results_for_both_mixes(tmp_path):
     out = tmp_path / "reflect.json"
     # Its own engines and local stack: none of this session's engine URLs leak into it.
     env = {k: v for k, v in os.environ.items()
            if k not in {"DATABASE_URL", "REDIS_URL", "AWS_ENDPOINT_URL", "LLM_BASE_URL"}}
     done = subprocess.run(
-        # Ten turns per user never fill a window of 20: the sweep closes them after 2 s.
-        [sys.executable, str(ROOT / "bench" / "reflect.py"), "--quick", "--users", "4", "--turns", "40",
-         "--window-s", "2", "--extract-ms", "0", "--embed-ms", "0", "--out", str(out)],
+        # A few users, short windows and a fast sweep; the realistic mix on a clock compressed 300 times.
+        [sys.executable, str(ROOT / "bench" / "reflect.py"), "--quick", "--users", "3", "--turns", "30",
+         "--window-s", "2", "--quiet-s", "1", "--sweep-s", "1", "--compression", "300", "--extract-ms", "0",
+         "--embed-ms", "0", "--out", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
     )
     assert done.returncode == 0, done.stderr[-2000:]
 
     result = json.loads(out.read_text())
-    assert result["mode"] == "quick" and result["turns"] == 40 and result["live"]["jobs"] == 40
-    assert result["reflection_window"] == {"jobs": 20, "seconds": 2}
-    assert isinstance(result["turns_per_s"], float) and result["turns_per_s"] > 0
-    assert set(result["lag_ms"]) == {"p50", "p95", "max"}
-    assert result["lag_ms"]["p50"] <= result["lag_ms"]["p95"] <= result["lag_ms"]["max"]
-    assert isinstance(result["llm_calls_per_100_turns"], float)
-    assert result["duplicates_after_redelivery"] == 0
-    assert result["live"]["outcomes"] == {"learned": 120, "failed_or_dead": 0}
-    # Each user's ten jobs were learned together: one extraction call per user and tier.
-    assert result["live"]["jobs_per_extraction_call"] == {"episodic": 10.0, "semantic": 10.0, "procedural": 10.0}
-    assert result["live"]["redelivery"]["model_calls"] == 0
-    assert result["live"]["redelivery"]["messages"] == 120
+    assert result["mode"] == "quick" and set(result["mixes"]) == {"burst", "realistic"}
+    burst, realistic = result["mixes"]["burst"], result["mixes"]["realistic"]
+    assert burst["turns"] == 30 and burst["clock"]["reflection_window"] == {
+        "reflect_window_jobs": 20, "reflect_window_s": 2, "reflect_quiet_s": 1}
+    assert realistic["turns"] == realistic["turns_planned"] and realistic["clock"]["compression"] == 300
+    for mix in (burst, realistic):
+        assert mix["failed_turns"] == 0
+        assert isinstance(mix["llm_calls_per_100_turns"], float)
+        # Every turn was found in the context of a new session, pending, and the figures are ordered.
+        assert mix["freshness_probes"] == {"found": mix["turns"], "not_found_within_10_s": 0}
+        for figure in ("freshness_ms", "lag_ms"):
+            assert mix[figure]["p50"] <= mix[figure]["p95"] <= mix[figure]["max"]
+        assert mix["outcomes"] == {"learned": 3 * mix["turns"], "failed_or_dead": 0}
+        assert mix["duplicates_after_redelivery"] == 0
+        assert mix["redelivery"] == {"messages": 3 * mix["turns"], "new_memories": 0, "new_events": 0,
+                                     "model_calls": 0}
+        windows, spared = mix["check"]["windows"], mix["check"]["closed_without_a_call"]
+        assert all(spared[tier] <= windows[tier] for tier in windows)
+        assert mix["llm_calls"].get("extract_semantic", 0) == windows["semantic"] - spared["semantic"]
+    assert set(result["targets"]["met"]) == {"realistic_llm_calls", "realistic_freshness", "duplicates"}

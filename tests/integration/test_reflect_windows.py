@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from reverie.domain.tiers import Tier, TierStatus
-from reverie.jobs.status import job_status
+from reverie.domain.tiers import TIERS, Tier, TierStatus
+from reverie.jobs.status import RETRY_AFTER_QUEUED_S, job_status, poll_hints
 from reverie.llm import LLMUnavailable
 from reverie.reflect import window
 from reverie.reflect.consumer import handle_batch
@@ -281,3 +281,105 @@ def test_a_model_outage_shorter_than_a_queued_messages_retry_budget_dead_letters
     handle_batch(TIER, close, lambda_context, Swapped(reflecting, llm=SpyLLM()))
     assert held(clients, p) == []
     assert all(outcome(clients.db, p, j.job_id, TIER)["status"] == "done" for j in stuck)
+
+
+# ---------------------------------------------------------------- the user falling quiet
+
+
+def age_user_window(clients, project_id: str, user_id: str, oldest_s: int, newest_s: int) -> None:
+    """Make the user's held jobs look as if the oldest was held `oldest_s` ago and the newest `newest_s` ago."""
+    with clients.db.transaction(project_id) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE held_jobs h SET held_at = now() - make_interval(secs => CASE WHEN seq = (SELECT min(seq)"
+                    " FROM held_jobs o WHERE o.project_id = h.project_id AND o.user_id = h.user_id AND o.tier = h.tier)"
+                    " THEN %s ELSE %s END) WHERE project_id = %s AND user_id = %s",
+                    (oldest_s, newest_s, project_id, user_id))
+
+
+def test_the_sweep_closes_the_window_of_a_user_gone_quiet_before_its_age_limit(clients, project, lambda_context):
+    p = project.project_id
+    queue = PrivateQueue(clients.sqs)
+    llm = SpyLLM()
+    reflecting = Swapped(clients, llm=llm, reflect_window_jobs=20, reflect_window_s=300, reflect_quiet_s=60,
+                         semantic_queue_url=queue.url)
+    handle_batch(TIER, event(job(p, "ana", "I live in Porto."), job(p, "ana", "I work at Acme."),
+                             job(p, "bob", "I live in Oslo."), job(p, "bob", "I work at Globex.")),
+                 lambda_context, reflecting)
+    age_user_window(clients, p, "ana", oldest_s=90, newest_s=61)  # finished talking a minute ago
+    age_user_window(clients, p, "bob", oldest_s=250, newest_s=20)  # still talking, well within the age limit
+
+    swept = window.sweep(reflecting)
+    assert (swept.windows, swept.sent) == (1, 1)
+    queue.drain(TIER, reflecting, lambda_context)
+
+    assert llm.calls["extract_semantic"] == 1  # one call for both of Ana's jobs
+    assert {m["text"] for m in memories_of(clients.db, p, "ana")} == {"User lives in Porto", "User works at Acme"}
+    assert held(clients, p, "ana") == [] and len(held(clients, p, "bob")) == 2
+    assert window.sweep(Swapped(reflecting, reflect_quiet_s=0)).windows == 0  # off: only the age limit closes
+
+
+def test_a_held_jobs_status_says_when_its_window_is_due_and_retry_after_waits_until_then(
+    clients, project, lambda_context,
+):
+    p = project.project_id
+    reflecting = Swapped(clients, llm=SpyLLM(), reflect_window_jobs=20, reflect_window_s=300, reflect_quiet_s=60)
+    first, second = job(p, "ana", "I live in Porto."), job(p, "ana", "I work at Acme.")
+    for tier in TIERS:
+        handle_batch(tier, event(first, second), lambda_context, reflecting)
+    age_user_window(clients, p, "ana", oldest_s=280, newest_s=30)
+
+    status = job_status(reflecting, p, first.job_id)
+    tier = status.tiers[TIER]
+    assert tier.status == TierStatus.QUEUED and tier.due_at is not None
+    assert "learned when 20 have gathered" in tier.reason and "quiet for 60 s" in tier.reason
+    # Due at the sooner of the oldest job's 300 s (in 20 s) and the user's 60 s of quiet (in 30 s).
+    assert 15 <= poll_hints(status).retry_after_s <= 21
+
+    age_user_window(clients, p, "ana", oldest_s=100, newest_s=30)
+    assert 25 <= poll_hints(job_status(reflecting, p, first.job_id)).retry_after_s <= 31  # quiet in 30 s
+
+    age_user_window(clients, p, "ana", oldest_s=400, newest_s=100)  # due already: the next sweep closes it
+    assert poll_hints(job_status(reflecting, p, first.job_id)).retry_after_s == RETRY_AFTER_QUEUED_S
+    with clients.db.transaction(p) as conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM held_jobs WHERE project_id = %s", (p,))
+
+
+# ---------------------------------------------------------------- the cheap check before a model call
+
+
+@pytest.mark.parametrize(("tier", "words", "reason"), [
+    (Tier.SEMANTIC, ("What's the weather like today?", "Thanks!", "How do I cook rice?"),
+     "no facts about the user in this exchange"),
+    (Tier.PROCEDURAL, ("I live in Porto.", "How do I cook rice?"),
+     "no preferences, habits or instructions in this exchange"),
+    (Tier.EPISODIC, ("Hi!", "Thanks!", "ok"), "nothing worth an episode (small talk only)"),
+])
+def test_a_window_with_nothing_the_tier_can_use_is_recorded_empty_without_a_model_call(
+    clients, project, lambda_context, tier, words, reason,
+):
+    p = project.project_id
+    llm = SpyLLM()
+    jobs = [job(p, "ana", text) for text in words]
+    handle_batch(tier, event(*jobs), lambda_context, Swapped(clients, llm=llm, reflect_window_jobs=len(jobs)))
+
+    assert llm.total() == 0
+    for j in jobs:
+        assert job_status(clients, p, j.job_id).tiers[tier].model_dump(include={"status", "reason"}) == {
+            "status": TierStatus.EMPTY, "reason": reason}
+
+
+def test_one_job_the_tier_can_use_gives_the_whole_window_its_call(clients, project, lambda_context):
+    p = project.project_id
+    llm = SpyLLM()
+    jobs = [job(p, "ana", "What's the weather like today?"), job(p, "ana", "Please always answer in Portuguese.")]
+    handle_batch(Tier.PROCEDURAL, event(*jobs), lambda_context, Swapped(clients, llm=llm, reflect_window_jobs=2))
+
+    assert llm.calls["extract_procedural"] == 1
+    assert [m["text"] for m in memories_of(clients.db, p, "ana", Tier.PROCEDURAL)] == ["Always answer in Portuguese"]
+
+
+def test_without_the_cheap_check_every_window_gets_its_call(clients, project, lambda_context):
+    p = project.project_id
+    llm = SpyLLM()
+    handle_batch(TIER, event(job(p, "ana", "Thanks!")), lambda_context,
+                 Swapped(clients, llm=llm, reflect_window_jobs=1, reflect_cheap_check=False))
+    assert llm.calls["extract_semantic"] == 1

@@ -54,7 +54,7 @@ def stored_for(api: Api, clients, user_id: str) -> dict:
     status, export, _ = api("GET", f"/v1/users/{user_id}/export")
     assert status == 200, export
     kept = {part: export[part] for part in ("memories", "events", "narratives", "jobs", "usage", "held_jobs",
-                                            "working_memory")}
+                                            "working_memory", "pending")}
     tag = keys.user_tag(api.project.project_id, user_id)
     kept["valkey"] = [k for k in valkey_keys_of(clients, api.project.project_id) if tag in k]
     kept["published"] = [job.job_id for job in published(clients, api.project.project_id) if job.user_id == user_id]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,19 +19,21 @@ from reverie_dev.local.context import LambdaContext
 from tests.support.functions import load_function
 
 
-def chat_event(project_id: str | None, body: dict | str, *, headers: dict[str, str] | None = None) -> dict[str, Any]:
+def chat_event(project_id: str | None, body: dict | str, *, headers: dict[str, str] | None = None,
+               path: str = "/v1/chat") -> dict[str, Any]:
+    """A POST to one of the chat function's routes (/v1/chat, /v1/turns) as API Gateway hands it over."""
     raw = body if isinstance(body, str) else json.dumps(body)
     request_context: dict[str, Any] = {
         "accountId": "123456789012", "apiId": "local", "domainName": "localhost", "domainPrefix": "localhost",
-        "http": {"method": "POST", "path": "/v1/chat", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1",
+        "http": {"method": "POST", "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1",
                  "userAgent": "test"},
-        "requestId": "test", "routeKey": "POST /v1/chat", "stage": "$default",
+        "requestId": "test", "routeKey": f"POST {path}", "stage": "$default",
         "time": "21/Nov/2026:12:00:00 +0000", "timeEpoch": 1795176000000,
     }
     if project_id is not None:
         request_context["authorizer"] = {"lambda": {"project_id": project_id}}
     return {
-        "version": "2.0", "routeKey": "POST /v1/chat", "rawPath": "/v1/chat", "rawQueryString": "",
+        "version": "2.0", "routeKey": f"POST {path}", "rawPath": path, "rawQueryString": "",
         "headers": {"content-type": "application/json", "host": "localhost:3000", **(headers or {})},
         "requestContext": request_context, "isBase64Encoded": False, "body": raw,
     }
@@ -41,14 +44,20 @@ def chat_handler():
 
 
 def post_chat(project_id: str | None, body: dict | str, *, key: str | None = None,
-              wait_deferred: bool = True) -> tuple[int, dict]:
+              wait_deferred: bool = True, path: str = "/v1/chat") -> tuple[int, dict]:
     """One turn through the handler; then (unless told not to) the work it deferred past its response, the
     publish, is waited for, so what the turn published can be read."""
     headers = {"idempotency-key": key} if key else None
-    answer = chat_handler()(chat_event(project_id, body, headers=headers), LambdaContext())
+    answer = chat_handler()(chat_event(project_id, body, headers=headers, path=path), LambdaContext())
     if wait_deferred:
         assert after_response.drain(10), "work deferred past the response did not finish"
     return answer["statusCode"], json.loads(answer["body"]) if answer.get("body") else {}
+
+
+def post_turn(project_id: str | None, body: dict | str, *, key: str | None = None,
+              wait_deferred: bool = True) -> tuple[int, dict]:
+    """One turn recorded (POST /v1/turns) through the chat function's handler, as `post_chat`."""
+    return post_chat(project_id, body, key=key, wait_deferred=wait_deferred, path="/v1/turns")
 
 
 @contextmanager
@@ -65,17 +74,26 @@ def deferred_work_held():
 
 def published(clients, project_id: str, tier: Tier = Tier.EPISODIC) -> list[ReflectionJob]:
     """Take this project's jobs off one tier queue (what the topic fanned out); others' go back at once."""
-    url, found, seen = clients.settings.queue_url(tier), [], set()
+
+    def job_of(body: str) -> ReflectionJob | None:
+        try:
+            return parse_job(body)
+        except InvalidJob:
+            return None
+
+    return take_from_queue(clients, clients.settings.queue_url(tier), project_id, job_of)
+
+
+def take_from_queue(clients, url: str, project_id: str, parse: Callable[[str], Any]) -> list[Any]:
+    """Take the jobs of this project off a queue, parsed with `parse` (None: not a job); others' go back at once."""
+    found, seen = [], set()
     while True:
-        got = clients.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=30)
-        messages = got.get("Messages", [])
+        messages = clients.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                                               VisibilityTimeout=30).get("Messages", [])
         fresh = [m for m in messages if m["MessageId"] not in seen]
         for message in messages:
             seen.add(message["MessageId"])
-            try:
-                job = parse_job(message["Body"])
-            except InvalidJob:
-                job = None
+            job = parse(message["Body"])
             if job is not None and job.project_id == project_id:
                 found.append(job)
                 clients.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
@@ -84,6 +102,11 @@ def published(clients, project_id: str, tier: Tier = Tier.EPISODIC) -> list[Refl
                                                       VisibilityTimeout=0)
         if not fresh:
             return found
+
+
+def nothing_stored(clients, project_id: str) -> bool:
+    """No key of the project in Valkey and no job of it on the episodic queue."""
+    return valkey_keys_of(clients, project_id) == [] and published(clients, project_id) == []
 
 
 def drain_all_tiers(clients, project_id: str) -> None:

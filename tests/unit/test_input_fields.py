@@ -55,6 +55,7 @@ def test_storable_text_keeps_what_it_can():
     ("POST", "/v1/chat", True), ("POST", "/v1/memories/ask", True), ("POST", "/v1/memories/deep-query", True),
     ("POST", "/v1/users/<user_id>/narrative/regenerate", True), ("POST", "/v1/memories/search", False),
     ("GET", "/v1/memories", False), ("GET", "/v1/context", False), ("POST", "/mcp", False),
+    ("POST", "/v1/turns", False),  # a turn recorded: the caller's model answered it
 ])
 def test_the_routes_that_spend_model_calls(method, path, spends):
     assert limits.spends_model(method, path, {}) is spends

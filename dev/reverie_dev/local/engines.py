@@ -58,11 +58,12 @@ class Engines:
     def environment(self) -> dict[str, str]:
         """What every function sees: the template's environment resolved to these engines."""
         # Locally a job is learned as soon as its batch arrives (a window of one), so what is said shows up at
-        # once; REFLECT_WINDOW_JOBS / REFLECT_WINDOW_S try the deployed windows here.
+        # once; REFLECT_WINDOW_JOBS / REFLECT_WINDOW_S / REFLECT_QUIET_S try the deployed windows here.
         env = self.template.environment(self.refs, parameters={
             "RedisUrl": self.redis_url, "DatabaseUrl": self.functions_database_url, "RedisCluster": "auto",
             "ReflectWindowJobs": os.environ.get("REFLECT_WINDOW_JOBS", "1"),
-            "ReflectWindowSeconds": os.environ.get("REFLECT_WINDOW_S", "300"),
+            "ReflectWindowSeconds": os.environ.get("REFLECT_WINDOW_S", "600"),
+            "ReflectQuietSeconds": os.environ.get("REFLECT_QUIET_S", "60"),
             # Rate limits high enough never to get in the way of a developer, the tests or a benchmark; set
             # RATE_LIMIT_PER_MINUTE / RATE_LIMIT_MODEL_PER_MINUTE to try real ones.
             "RateLimitPerMinute": os.environ.get("RATE_LIMIT_PER_MINUTE", str(LOCAL_RATE_LIMIT)),

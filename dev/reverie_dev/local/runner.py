@@ -384,6 +384,7 @@ def _banner(stack: LocalStack, data_dir: Path) -> str:
         f"  API        {url}",
         f"  project    {stack.project_id}",
         f"  API key    {stack.api_key}   (kept in {where}/{KEY_FILE})",
+        f"  inspector  {url}/ui   (the memory inspector: paste the API key)",
         f"  data       {where}/ (Postgres and Valkey, kept between runs; `make dev-reset` wipes it)",
         "  queues     in memory (moto): recreated empty at each start",
         f"  LLM        {llm_line}",

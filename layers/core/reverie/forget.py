@@ -2,7 +2,7 @@
 
 Postgres: memories (tiers 2-4), their events, narratives, job outcomes, held jobs and ledger rows, with a
 tombstone so that jobs still in flight are dropped when they arrive. Valkey: tier 1, parked jobs, job markers,
-remembered chat answers and the narrative guard.
+remembered chat answers, the narrative's hot copy and its guard.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ def forget_user(clients, project_id: str, user_id: str) -> str:
         # here); one that starts later waits for this commit and then finds the tombstone.
         for tier in Tier:
             tombstones.lock_user_tier(cur, project_id, user_id, tier)
+        tombstones.lock_user_narratives(cur, project_id, user_id)  # and a narrative version being written
         counts = user_data.forget_user(cur, project_id, user_id)
     try:
         # The mark first: work begun before it (a turn still being answered) cannot write the user back after

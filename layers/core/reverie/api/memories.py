@@ -3,6 +3,9 @@ search, ask, deep query and the context block. Every operation is scoped by the 
 
 from __future__ import annotations
 
+import contextlib
+import time
+
 from reverie.api.resolver import Reply
 from reverie.api.schemas import (
     AddMemoriesRequest,
@@ -12,6 +15,7 @@ from reverie.api.schemas import (
     ContextQuery,
     DeepAnswer,
     DeepQueryRequest,
+    EditMemoryRequest,
     EventList,
     JobsAccepted,
     ListMemoriesQuery,
@@ -22,10 +26,12 @@ from reverie.api.schemas import (
     SearchResults,
 )
 from reverie.chat import answers, recall
-from reverie.domain.errors import NotFound, ServiceUnavailable, UserForgotten
+from reverie.chat import pending as said
+from reverie.domain.errors import Conflict, NotFound, ServiceUnavailable, UserForgotten
 from reverie.domain.fields import canonical_uuid, utcnow
 from reverie.domain.memory import ContextMemory, Memory, ScoredMemory, Turn
 from reverie.jobs import delivery
+from reverie.jobs import narratives as narrative_jobs
 from reverie.jobs.message import JobRefused, make_jobs
 from reverie.llm import LLMError
 from reverie.store import memories, tombstones
@@ -91,6 +97,7 @@ def _store_as_given(clients, project_id: str, request: AddMemoriesRequest) -> li
 def list_memories(clients, project_id: str, query: ListMemoriesQuery) -> MemoryPage:
     page, next_cursor = memories.list_page(
         clients.db, project_id, query.user_id, tier=query.tier, limit=query.limit, cursor=query.cursor,
+        include_superseded=query.include_superseded,
     )
     return MemoryPage(memories=page, next_cursor=next_cursor)
 
@@ -119,10 +126,39 @@ def memory_history(clients, project_id: str, memory_id: str) -> EventList:
     return EventList(events=events)
 
 
+def edit_memory(clients, project_id: str, memory_id: str, request: EditMemoryRequest) -> Memory:
+    """A person's correction: the memory's new words, embedded again, in place (an UPDATE event keeps the old
+    ones). 404 for no such memory; 409 for a superseded one, or words another current memory already holds."""
+    began_at = utcnow()
+    memory = get_memory(clients, project_id, memory_id)
+    text = request.text.strip()
+    if memory.superseded_at is not None:
+        raise Conflict(memories.SUPERSEDED_EDIT)
+    if memory.text == text:
+        return memory
+    try:
+        embedded = clients.llm.embed([text], timeout_s=clients.settings.answer_timeout_s)
+    except LLMError as exc:
+        raise ServiceUnavailable("the embedding model is unavailable; try again") from exc
+    memories.edit(clients.db, project_id, memory.id, text, embedding=embedded.vectors[0],
+                  embedding_model=clients.llm.embedding_model)
+    answers.record_usage(clients, project_id, memory.user_id, "embed", embedded.usage, began_at=began_at)
+    return get_memory(clients, project_id, memory.id)
+
+
 def delete_memory(clients, project_id: str, memory_id: str) -> None:
+    """The memory goes, and the narratives that quote it: their hot copy is marked dropped before (so nothing read
+    before the delete can fill it back) and after (reverie.cache.narratives)."""
     memory_id = _known_form(memory_id)
+    memory = memories.get(clients.db, project_id, memory_id)
+    if memory is None:
+        raise NotFound("no memory with this id")
+    began_at = time.time()
+    narrative_jobs.drop(clients, project_id, memory.user_id, began_at=began_at)
     if not memories.delete(clients.db, project_id, memory_id):
         raise NotFound("no memory with this id")
+    with contextlib.suppress(ServiceUnavailable):  # the first mark holds fills off meanwhile
+        narrative_jobs.drop(clients, project_id, memory.user_id, began_at=began_at)
 
 
 def search(clients, project_id: str, request: SearchRequest) -> SearchResults:
@@ -130,7 +166,10 @@ def search(clients, project_id: str, request: SearchRequest) -> SearchResults:
         clients, project_id, request.user_id, request.query, tiers=request.tiers, limit=request.limit,
         filters=request.filters or None, as_of=request.as_of,
     )
-    return SearchResults(results=[SearchHit.model_validate(m.model_dump()) for m in found])
+    # What was said and is not learned yet belongs to the present, with no tier or metadata to filter by.
+    present = request.as_of is None and not request.filters and not request.tiers
+    pending = said.matching(clients, project_id, request.user_id, request.query, request.limit) if present else []
+    return SearchResults(results=[SearchHit.model_validate(m.model_dump()) for m in found], pending=pending)
 
 
 def ask(clients, project_id: str, request: AskRequest) -> AskAnswer:
@@ -142,7 +181,8 @@ def deep_query(clients, project_id: str, request: DeepQueryRequest) -> DeepAnswe
 
 
 def context(clients, project_id: str, query: ContextQuery) -> ContextBlock:
-    """The start-of-conversation block: narrative, rules, memories and recent turns within max_tokens."""
+    """The start-of-conversation block: narrative, rules, memories, recent turns and what the user said lately
+    that is not learned yet (pending), within max_tokens."""
     built = recall.build_context(
         clients, project_id, query.user_id, query=query.query, session_id=query.session_id,
         max_tokens=query.max_tokens,
@@ -150,5 +190,6 @@ def context(clients, project_id: str, query: ContextQuery) -> ContextBlock:
     return ContextBlock(
         narrative=built.narrative, narrative_version=built.narrative_version,
         rules=[_context_memory(m) for m in built.rules], memories=[_context_memory(m) for m in built.memories],
-        recent_turns=list(built.recent_turns), tokens=built.tokens, degraded=built.degraded,
+        recent_turns=list(built.recent_turns), pending=list(built.pending), tokens=built.tokens,
+        degraded=built.degraded,
     )

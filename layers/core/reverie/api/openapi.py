@@ -66,6 +66,7 @@ def document(app) -> dict[str, Any]:
         schemas.setdefault(name, schema)
     doc["paths"]["/mcp"] = {"post": _mcp_operation()}
     schemas.update(_MCP_SCHEMAS)
+    schemas.update(_tool_models())
     for name, schema in ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}").pop(
         "$defs", {}
     ).items():
@@ -108,6 +109,7 @@ def document(app) -> dict[str, Any]:
 
 _RPC_ID = {"anyOf": [{"type": "string"}, {"type": "integer"}], "description": "The request's id, echoed back."}
 _RPC_ERROR_REF = {"$ref": "#/components/schemas/JsonRpcError"}
+_COMPONENT_REF = "#/components/schemas/{model}"
 _MCP_SCHEMAS: dict[str, Any] = {
     "JsonRpcResponse": {
         "type": "object", "title": "JsonRpcResponse", "required": ["jsonrpc"],
@@ -126,6 +128,21 @@ _MCP_SCHEMAS: dict[str, Any] = {
 }
 
 
+def _tool_arguments(tool) -> dict[str, Any]:
+    """A tool's arguments as JSON Schema, the models nested in them referred to in the components (_tool_models)."""
+    schema = tool.args.model_json_schema(ref_template=_COMPONENT_REF)
+    schema.pop("$defs", None)
+    return schema
+
+
+def _tool_models() -> dict[str, Any]:
+    """The models nested in the tools' arguments (add_turn's messages), as components."""
+    found: dict[str, Any] = {}
+    for tool in TOOLS:
+        found.update(tool.args.model_json_schema(ref_template=_COMPONENT_REF).get("$defs", {}))
+    return found
+
+
 def _rpc(method: str, params: dict[str, Any] | None, title: str) -> dict[str, Any]:
     properties: dict[str, Any] = {"jsonrpc": {"const": "2.0"}, "id": _RPC_ID, "method": {"const": method}}
     if params is not None:
@@ -142,7 +159,7 @@ def _mcp_operation() -> dict[str, Any]:
         "clientInfo": {"type": "object", "required": ["name", "version"],
                        "properties": {"name": {"type": "string"}, "version": {"type": "string"}}}}}
     calls = [_rpc("tools/call", {"type": "object", "required": ["name", "arguments"], "properties": {
-        "name": {"const": tool.name}, "arguments": tool.args.model_json_schema()}}, f"tools/call {tool.name}")
+        "name": {"const": tool.name}, "arguments": _tool_arguments(tool)}}, f"tools/call {tool.name}")
         for tool in TOOLS]
     requests = [_rpc("initialize", initialize, "initialize"), _rpc("tools/list", None, "tools/list"), *calls]
     rpc_error = ("Refused by the MCP server, as a JSON-RPC error (or `validation_error` for a query naming a "

@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
 
-from reverie.api import jobs, memories, openapi, users
+from reverie.api import inspector, jobs, memories, openapi, users
 from reverie.api.mcp import transport
 from reverie.api.resolver import JSON, make_resolver, project_id
 from reverie.api.schemas import (
@@ -20,10 +20,13 @@ from reverie.api.schemas import (
     ContextQuery,
     DeepAnswer,
     DeepQueryRequest,
+    EditMemoryRequest,
+    ErrorBody,
     EventList,
     JobAccepted,
     JobsAccepted,
     ListMemoriesQuery,
+    ListUsersQuery,
     MemoryList,
     MemoryPage,
     NarrativeAnswer,
@@ -31,6 +34,8 @@ from reverie.api.schemas import (
     SearchRequest,
     SearchResults,
     UserExport,
+    UserJobList,
+    UserPage,
     parse,
 )
 from reverie.domain.fields import MAX_PAGE_SIZE, MESSAGE_TEXT_PATTERN, SAFE_ID_PATTERN
@@ -115,8 +120,11 @@ def list_memories(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
     cursor: Annotated[str | None, Query(max_length=512, pattern=r"^[A-Za-z0-9_-]+$",
                                         description="next_cursor of the previous page; any other is a 400.")] = None,
+    include_superseded: Annotated[bool, Query(description="Also the memories newer ones replaced (their "
+                                                          "superseded_at is set).")] = False,
 ) -> MemoryPage:
-    query = parse(ListMemoriesQuery, {"user_id": user_id, "tier": tier, "limit": limit, "cursor": cursor})
+    query = parse(ListMemoriesQuery, {"user_id": user_id, "tier": tier, "limit": limit, "cursor": cursor,
+                                      "include_superseded": include_superseded})
     return memories.list_memories(clients(), project_id(app), query)
 
 
@@ -128,6 +136,14 @@ def get_memory(memory_id: MemoryId) -> Memory:
 @app.get("/v1/memories/<memory_id>/history", summary="Every change of a memory")
 def memory_history(memory_id: MemoryId) -> EventList:
     return memories.memory_history(clients(), project_id(app), memory_id)
+
+
+@app.patch("/v1/memories/<memory_id>", summary="Correct a memory's text (re-embedded; an UPDATE event keeps the old)",
+           responses={200: _json(Memory, "The memory with its new words (its history has the UPDATE)."),
+                      409: _json(ErrorBody, "The memory was superseded (history is not rewritten), or another current "
+                                            "memory of the user's tier already says this (`conflict`).")})
+def edit_memory(memory_id: MemoryId, request: EditMemoryRequest) -> Memory:
+    return memories.edit_memory(clients(), project_id(app), memory_id, request)
 
 
 @app.delete("/v1/memories/<memory_id>", summary="Delete a memory", status_code=204,
@@ -171,9 +187,30 @@ def context(
 # ---------------------------------------------------------------- users
 
 
+@app.get("/v1/users", summary="The project's users with counts and last activity, a page at a time")
+def list_users(
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512, pattern=r"^[A-Za-z0-9_-]+$",
+                                        description="next_cursor of the previous page; any other is a 400.")] = None,
+    prefix: Annotated[str | None, Query(max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$",
+                                        description="Only the users whose id starts with this.")] = None,
+) -> UserPage:
+    query = parse(ListUsersQuery, {"limit": limit, "cursor": cursor, "prefix": prefix})
+    return users.list_users(clients(), project_id(app), query)
+
+
+@app.get("/v1/users/<user_id>/jobs", summary="The user's recent jobs with each tier's outcome and reason")
+def user_jobs(user_id: UserPath, limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20) -> UserJobList:
+    return users.user_jobs(clients(), project_id(app), user_id, limit)
+
+
 @app.get("/v1/users/<user_id>/narrative", summary="The user's narrative", responses={
-    200: _json(NarrativeAnswer, "The newest version."),
-    202: _json(NarrativePending, "None yet: a job was queued; ask again later."),
+    200: _json(NarrativeAnswer, "The newest version (a stale one too: its regeneration is queued by the chat)."),
+    202: _json(NarrativePending, "None yet: a job to write one is pending (`reason` says why when an attempt failed); "
+                                 "ask again later, or follow GET /v1/jobs/{job_id}."),
+    404: _json(ErrorBody, "The user has no narrative and no memories to write one from (`not_found`)."),
+    503: _json(ErrorBody, "The last job that was to write it failed for good (`narrative_failed`, with its error: "
+                          "POST .../regenerate tries again), or an engine is unavailable (`unavailable`)."),
 })
 
 
@@ -218,6 +255,16 @@ def job(
                                "write per tier")
 def status() -> ProjectStatus:
     return jobs.status(clients(), project_id(app))
+
+
+@app.get("/ui", include_in_schema=False)
+def inspector_page():
+    return inspector.asset(inspector.PAGE, app.current_event.headers.get("if-none-match"))
+
+
+@app.get("/ui/<name>", include_in_schema=False)
+def inspector_asset(name: str):
+    return inspector.asset(name, app.current_event.headers.get("if-none-match"))
 
 
 @app.get("/v1/openapi.json", include_in_schema=False)

@@ -21,7 +21,8 @@ from reverie.domain.fields import (
     SafeId,
     Strict,
 )
-from reverie.domain.memory import ContextMemory, Memory, MemoryEvent, Turn
+from reverie.domain.memory import ContextMemory, Memory, MemoryEvent, PendingTurn, Turn
+from reverie.domain.outcomes import UserJob
 from reverie.domain.tiers import Tier
 from reverie.jobs.message import ReflectionJob
 
@@ -51,8 +52,20 @@ class AddMemoriesRequest(ProjectScoped):
 class ListMemoriesQuery(ProjectScoped):
     user_id: SafeId
     tier: Tier | None = None
+    include_superseded: bool = False
     limit: int = Field(50, ge=1, le=MAX_PAGE_SIZE)
     cursor: str | None = Field(None, max_length=512)
+
+
+class EditMemoryRequest(ProjectScoped):
+    text: MessageText = Field(description="The memory's new words: stored in place of the old ones (which its UPDATE "
+                                          "event keeps) and embedded again.")
+
+
+class ListUsersQuery(ProjectScoped):
+    limit: int = Field(50, ge=1, le=MAX_PAGE_SIZE)
+    cursor: str | None = Field(None, max_length=512)
+    prefix: str | None = Field(None, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")
 
 
 class SearchRequest(ProjectScoped):
@@ -108,6 +121,39 @@ class EventList(BaseModel):
     events: list[MemoryEvent]
 
 
+class MemoryCounts(BaseModel):
+    episodic: int = Field(description="Current episodic memories.")
+    semantic: int = Field(description="Current semantic memories (facts).")
+    procedural: int = Field(description="Current procedural memories (rules).")
+    superseded: int = Field(description="Memories of any tier replaced by newer ones (kept as history).")
+
+
+class UserSummary(BaseModel):
+    user_id: str
+    memories: MemoryCounts
+    jobs: int = Field(description="Jobs some tier recorded an outcome of.")
+    failed_jobs: int = Field(description="Of those, jobs failed or dead in some tier.")
+    held_jobs: int = Field(description="Jobs held in reflection windows: said, not learned yet.")
+    narrative_version: int | None = Field(None, description="The newest narrative's version (null: none yet).")
+    last_activity: datetime | None = Field(None, description="The latest memory change, job outcome, held job or "
+                                                             "narrative of the user.")
+
+
+class UserPage(BaseModel):
+    """The project's users in user_id order: a user is anyone with a memory, a job outcome or a held job (a user
+    whose first turns are still on their way to the tiers shows up once a tier has them)."""
+
+    users: list[UserSummary]
+    next_cursor: str | None = Field(None, description="null on the last page")
+
+
+class UserJobList(BaseModel):
+    user_id: str
+    jobs: list[UserJob] = Field(description="The latest to move first.")
+    degraded: list[str] = Field(default_factory=list, description="engines that were unreachable, so jobs known only "
+                                                                  "to them are missing")
+
+
 class SearchHit(BaseModel):
     id: str
     tier: Tier
@@ -121,6 +167,9 @@ class SearchHit(BaseModel):
 
 class SearchResults(BaseModel):
     results: list[SearchHit]
+    pending: list[PendingTurn] = Field(default_factory=list, description=(
+        "What the user said lately that the tiers have not learned yet and that shares words with the query, best "
+        "first (a search of the present only: without as_of, filters or tiers)."))
 
 
 class ContextBlock(BaseModel):
@@ -129,6 +178,9 @@ class ContextBlock(BaseModel):
     rules: list[ContextMemory]
     memories: list[ContextMemory]
     recent_turns: list[Turn]
+    pending: list[PendingTurn] = Field(default_factory=list, description=(
+        "What the user said in other sessions lately that the tiers have not learned yet (learned: false), best "
+        "first; each leaves once learned, when it is among the memories instead."))
     tokens: int
     degraded: list[str] = Field(default_factory=list, description="engines that were unreachable, so parts are missing")
 
@@ -142,7 +194,8 @@ class NarrativeAnswer(BaseModel):
 
 class NarrativePending(BaseModel):
     status: Literal["generating"] = "generating"
-    job_id: str | None = None
+    job_id: str | None = Field(None, description="The pending job: GET /v1/jobs/{job_id} follows it.")
+    reason: str | None = Field(None, description="Why it waits, when an attempt failed (it is retried).")
 
 
 class ExportedNarrative(BaseModel):
@@ -205,6 +258,9 @@ class UserExport(BaseModel):
     usage: list[ExportedUsage] = Field(default_factory=list)
     held_jobs: list[ExportedHeldJob] = Field(default_factory=list)
     working_memory: list[ExportedSession] = Field(default_factory=list)
+    pending: list[PendingTurn] = Field(default_factory=list, description="What the user said that recall shows "
+                                       "until the tiers have learned it (entries of learned jobs may remain here "
+                                       "until the next recall removes them).")
     next_cursor: str | None = Field(None, description="null on the last page")
 
 

@@ -47,3 +47,39 @@ def record_forget(valkey, project_id: str, job_id: str, outcome: dict[str, Any])
 def forget_receipt(valkey, project_id: str, job_id: str) -> dict[str, Any] | None:
     raw = valkey.get(keys.forget_receipt(project_id, job_id))
     return json.loads(raw) if raw else None
+
+
+def user_job_ids(valkey, project_id: str, user_id: str, limit: int) -> list[str]:
+    """Ids of the user's jobs whose markers were left (the last 14 days), at most `limit` of them."""
+    found = []
+    for job_id in valkey.sscan_iter(keys.user_jobs(project_id, user_id), count=500):
+        found.append(job_id.decode() if isinstance(job_id, bytes) else job_id)
+        if len(found) >= limit:
+            break
+    return found
+
+
+def known_many(valkey, project_id: str, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The markers of these jobs that still exist, by job id (one pipeline; the markers have slots of their own)."""
+    if not job_ids:
+        return {}
+    pipe = valkey.pipeline(transaction=False)
+    for job_id in job_ids:
+        pipe.get(keys.job_marker(project_id, job_id))
+    return {job_id: json.loads(raw) for job_id, raw in zip(job_ids, pipe.execute(), strict=True) if raw}
+
+
+def remember_narrative(writes, job) -> None:
+    """Add a narrative job's marker to `writes` (a users.UserWrites): its status says queued until the worker
+    records an outcome. Indexed under its user like a reflection job's, so a forget finds it."""
+    value = json.dumps({"kind": "narrative", "user_id": job.user_id, "created_at": job.created_at.isoformat(),
+                        "reason": job.reason})
+    index = keys.user_jobs(job.project_id, job.user_id)
+    writes.set(keys.job_marker(job.project_id, job.job_id), value, ex=JOB_MARKER_TTL_S)
+    writes.sadd(index, job.job_id)
+    writes.expire(index, JOB_MARKER_TTL_S)
+
+
+def drop(valkey, project_id: str, job_id: str) -> None:
+    """A job that was never queued after all (its send failed): no status says it is."""
+    valkey.delete(keys.job_marker(project_id, job_id))

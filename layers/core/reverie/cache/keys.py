@@ -61,7 +61,8 @@ def user_jobs(project_id: str, user_id: str) -> str:
 
 
 def idempotency_prefix(project_id: str, user_id: str) -> str:
-    """Powertools' key prefix for the user's remembered chat answers (it appends '#' and a hash)."""
+    """Powertools' key prefix for the user's remembered answers, the chat's and a recorded turn's (it appends '#' and
+    a hash)."""
     return f"idem:{user_tag(project_id, user_id)}"
 
 
@@ -80,8 +81,19 @@ def outbox_claims(project_id: str, user_id: str) -> str:
     return f"outbox-claims:{user_tag(project_id, user_id)}"
 
 
+def pending_turns(project_id: str, user_id: str) -> str:
+    """The list of what the user said (across sessions) that the tiers may not have learned yet (cache.pending)."""
+    return f"said:{user_tag(project_id, user_id)}"
+
+
 def narrative_pending(project_id: str, user_id: str) -> str:
+    """The narrative guard: the id of the user's one narrative job still pending (reverie.cache.narratives)."""
     return f"narrative-pending:{user_tag(project_id, user_id)}"
+
+
+def narrative(project_id: str, user_id: str) -> str:
+    """The hot copy of the user's newest narrative, read before Postgres (reverie.cache.narratives)."""
+    return f"narrative:{user_tag(project_id, user_id)}"
 
 
 def forgotten(project_id: str, user_id: str) -> str:
@@ -93,7 +105,9 @@ def fixed_user_keys(project_id: str, user_id: str) -> list[str]:
     """The user's keys whose names do not depend on a session or a record: a forget deletes them all."""
     return [sessions(project_id, user_id), user_jobs(project_id, user_id),
             idempotency_records(project_id, user_id), outbox(project_id, user_id),
-            outbox_claims(project_id, user_id), narrative_pending(project_id, user_id)]
+            outbox_claims(project_id, user_id), narrative_pending(project_id, user_id),
+            pending_turns(project_id, user_id),
+            narrative(project_id, user_id)]
 
 
 # ---------------------------------------------------------------- keys of no one user

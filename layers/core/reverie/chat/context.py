@@ -1,15 +1,16 @@
-"""The context a reply is built from (narrative, rules, memories, recent turns), and how it is fitted into a
-token budget with a share for each part. Pure: no I/O."""
+"""The context a reply is built from (narrative, rules, memories, recent turns, and what the user said that is not
+learned yet), and how it is fitted into a token budget with a share for each part. Pure: no I/O."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from reverie.domain.memory import ScoredMemory, Turn
+from reverie.domain.memory import PendingTurn, ScoredMemory, Turn
 from reverie.llm import estimate_tokens
 
 # What each part may take of the budget; a part that needs less leaves the rest to the others.
-SHARES: dict[str, float] = {"narrative": 0.25, "rules": 0.20, "memories": 0.40, "recent_turns": 0.15}
+SHARES: dict[str, float] = {"narrative": 0.20, "rules": 0.15, "memories": 0.40, "recent_turns": 0.15,
+                            "pending": 0.10}
 PARTS = tuple(SHARES)
 
 
@@ -19,6 +20,7 @@ class RecallContext(BaseModel):
     rules: list[ScoredMemory] = Field(default_factory=list)  # procedural, current
     memories: list[ScoredMemory] = Field(default_factory=list)  # episodic + semantic hybrid hits
     recent_turns: list[Turn] = Field(default_factory=list)  # oldest first
+    pending: list[PendingTurn] = Field(default_factory=list)  # said in other sessions, not learned yet; best first
     tokens: int = 0
     # Engines that could not be reached, so their parts are missing: "postgres", "valkey", "embeddings".
     degraded: list[str] = Field(default_factory=list)
@@ -71,25 +73,31 @@ def clip_to_tokens(text: str, budget: int) -> str:
 def fit(
     *, narrative: str | None, rules: list[ScoredMemory], memories: list[ScoredMemory], recent_turns: list[Turn],
     max_tokens: int, narrative_version: int | None = None, degraded: list[str] | None = None,
+    pending: list[PendingTurn] | None = None,
 ) -> RecallContext:
-    """Fit the parts into `max_tokens` (see `allocate`). Rules and memories come best-first and keep their
-    order; recent turns keep the newest; the narrative is clipped."""
+    """Fit the parts into `max_tokens` (see `allocate`). Rules, memories and pending turns come best-first and keep
+    their order; recent turns keep the newest; the narrative is clipped."""
+    pending = pending or []
     demands = {
         "narrative": estimate_tokens(narrative or ""),
         "rules": sum(estimate_tokens(m.text) for m in rules),
         "memories": sum(estimate_tokens(m.text) for m in memories),
         "recent_turns": sum(estimate_tokens(t.content) for t in recent_turns),
+        "pending": sum(estimate_tokens(p.text) for p in pending),
     }
     budget = allocate(max_tokens, demands)
     story = clip_to_tokens(narrative, budget["narrative"]) if narrative else ""
     kept_rules = _keep(rules, budget["rules"], lambda m: m.text)
     kept_memories = _keep(memories, budget["memories"], lambda m: m.text)
     kept_turns = list(reversed(_keep(list(reversed(recent_turns)), budget["recent_turns"], lambda t: t.content)))
+    kept_pending = _keep(pending, budget["pending"], lambda p: p.text)
     tokens = (estimate_tokens(story) + sum(estimate_tokens(m.text) for m in kept_rules + kept_memories)
-              + sum(estimate_tokens(t.content) for t in kept_turns))
+              + sum(estimate_tokens(t.content) for t in kept_turns)
+              + sum(estimate_tokens(p.text) for p in kept_pending))
     return RecallContext(
         narrative=story or None, narrative_version=narrative_version if story else None, rules=kept_rules,
-        memories=kept_memories, recent_turns=kept_turns, tokens=tokens, degraded=list(degraded or []),
+        memories=kept_memories, recent_turns=kept_turns, pending=kept_pending, tokens=tokens,
+        degraded=list(degraded or []),
     )
 
 

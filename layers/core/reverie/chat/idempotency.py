@@ -1,4 +1,5 @@
-"""Idempotency-Key: a retried chat request gets the first answer back and publishes no second job.
+"""Idempotency-Key: a retried turn (a chat request, or a turn recorded with POST /v1/turns) gets the first answer
+back and publishes no second job. The two share the user's keys: a key is one request, whichever route it went to.
 
 Powertools idempotency on Valkey (its cache persistence layer), scoped by project and user. The job id is
 also derived from the key, so even a retry that cannot be checked (Valkey down) publishes the same job id,
@@ -13,6 +14,7 @@ import re
 import uuid
 import warnings
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -23,10 +25,11 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 )
 from aws_lambda_powertools.utilities.idempotency.persistence.cache import CachePersistenceLayer
 from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import PydanticSerializer
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from reverie.cache import keys, users
 from reverie.domain.errors import Conflict, ReverieError, ValidationFailed
+from reverie.domain.fields import new_id
 from reverie.platform.metric_names import Metric
 from reverie.platform.observability import logger, metrics
 
@@ -81,6 +84,26 @@ def check_key(key: str) -> str:
     return key
 
 
+def turn_once(
+    valkey, project_id: str, request: BaseModel, idempotency_key: str | None, *, run: Callable[[str, str], M],
+    model: type[M], began_at: datetime, lambda_context=None,
+) -> M:
+    """A turn's ids and, with an Idempotency-Key, the turn at most once: `run(turn_id, job_id)` makes the answer
+    (`model`, which carries `job_id`). Without a key the ids are new. With one they are derived from (project, key,
+    body), so even a retry that cannot be checked makes the same job, and a retry gets the first answer (`once`)."""
+    if idempotency_key is None:
+        return run(new_id(), new_id())
+    key = check_key(idempotency_key)
+    body = request.model_dump(mode="json")
+    turn_id = derived_id(project_id, key, body, "turn")
+    job_id = derived_id(project_id, key, body, "job")
+    return once(
+        valkey, project_id=project_id, user_id=request.user_id, key=key, payload=body,
+        run=lambda: run(turn_id, job_id), model=model, same_request=lambda first: first.job_id == job_id,
+        lambda_context=lambda_context, began_at=began_at.timestamp(),
+    )
+
+
 def derived_id(project_id: str, key: str, payload: dict[str, Any], purpose: str) -> str:
     """A stable id for one (project, key, body): the same retry gets the same job id, a different body
     under a reused key does not."""
@@ -121,7 +144,7 @@ def once(
             client=valkey, records_key=keys.idempotency_records(project_id, user_id),
             forgotten_since=lambda: began_at is not None and users.forgotten_since(valkey, project_id, user_id,
                                                                                    began_at)),
-        config=config, output_serializer=PydanticSerializer(model),
+        config=config, output_serializer=_StoredAnswer(model),
         key_prefix=keys.idempotency_prefix(project_id, user_id),
     )
     try:
@@ -142,6 +165,17 @@ def once(
     if "started" not in outcome and not same_request(answer):
         raise IdempotencyKeyReused("this Idempotency-Key was already used with a different request body")
     return answer
+
+
+class _StoredAnswer(PydanticSerializer):
+    """The answer remembered for a key, read back as `model`. One that is not a `model` was remembered for another
+    route (a chat's answer, read for a recorded turn): the key was used with another request."""
+
+    def from_dict(self, data: dict) -> BaseModel:
+        try:
+            return super().from_dict(data)
+        except ValidationError:
+            raise IdempotencyKeyReused("this Idempotency-Key was already used with a different request") from None
 
 
 def _cause(exc: BaseException) -> str:

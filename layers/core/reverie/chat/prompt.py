@@ -14,14 +14,15 @@ SYSTEM_PROMPT = (
 def _data_line(text: str) -> str:
     # One memory, one line: newlines or our own markers inside a memory must not open a new section.
     line = " ".join(text.split())
-    for marker in ("<narrative>", "</narrative>", "<preferences>", "</preferences>", "<memories>", "</memories>"):
+    for marker in ("<narrative>", "</narrative>", "<preferences>", "</preferences>", "<memories>", "</memories>",
+                   "<pending>", "</pending>"):
         line = line.replace(marker, "")
     return line
 
 
 def render(context: RecallContext) -> str:
-    """The system prompt: instructions, then the narrative, rules and memories as delimited data, with one
-    "- " bullet line per rule and memory."""
+    """The system prompt: instructions, then the narrative, rules, memories and what the user said lately that is
+    not learned yet, as delimited data, with one "- " bullet line per rule, memory and pending turn."""
     parts = [SYSTEM_PROMPT]
     if context.narrative:
         parts.append(f"<narrative>\n{_data_line(context.narrative)}\n</narrative>")
@@ -31,6 +32,11 @@ def render(context: RecallContext) -> str:
     if context.memories:
         parts.append("<memories>\n" + "\n".join(f"- {_data_line(m.text)}" for m in context.memories)
                      + "\n</memories>")
+    if context.pending:
+        # Newer than any memory: what the user said in other sessions lately, before it was learned.
+        parts.append("Said by the user lately, not learned yet (newer than the memories above):\n<pending>\n"
+                     + "\n".join(f"- User said ({p.said_at:%Y-%m-%d %H:%M}): {_data_line(p.text)}"
+                                  for p in context.pending) + "\n</pending>")
     return "\n\n".join(parts)
 
 

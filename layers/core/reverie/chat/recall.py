@@ -8,20 +8,22 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
 from reverie.cache import working_memory
+from reverie.chat import pending as said
 from reverie.chat.context import RecallContext, fit
-from reverie.domain.fields import utcnow
 from reverie.domain.memory import ScoredMemory
 from reverie.domain.tiers import Tier
+from reverie.jobs import narratives as narrative_jobs
 from reverie.llm import LLMError
+from reverie.platform import after_response
 from reverie.platform.metric_names import Metric
 from reverie.platform.observability import logger, metrics
-from reverie.store import memories, memory_search, narratives
+from reverie.store import memories, memory_search
 
 RULES_LIMIT = 20
 SEARCH_TIERS: tuple[Tier, ...] = (Tier.EPISODIC, Tier.SEMANTIC)
@@ -152,8 +154,9 @@ def build_context(
     clients, project_id: str, user_id: str, *, query: str | None = None, session_id: str | None = None,
     max_tokens: int, deadline_s: float | None = None,
 ) -> RecallContext:
-    """Narrative, rules, memories (searched with `query`, else the newest) and the session's recent turns,
-    looked up concurrently and fitted into `max_tokens`.
+    """Narrative, rules, memories (searched with `query`, else the newest), the session's recent turns and what
+    the user said that is not learned yet (reverie.chat.pending), looked up concurrently and fitted into
+    `max_tokens`.
 
     A part whose engine is down (or slower than `deadline_s`) is left out, logged and counted, never
     raised: recall makes an answer better, it must not stop one."""
@@ -172,6 +175,8 @@ def build_context(
     if session_id:
         lookups["recent_turns"] = lambda: working_memory.recent_turns(
             clients.valkey, project_id, user_id, session_id, settings.working_memory_max_turns)
+    if settings.pending_max_turns:
+        lookups["pending"] = lambda: said.unlearned(clients, project_id, user_id)
     found, failed = _run_all(lookups, deadline)
     vector, embedded = found.get("vector") or ([], not query)
     fused = fuse(vector, found.get("text") or []) if query else []
@@ -183,22 +188,28 @@ def build_context(
         failed |= missing
 
     degraded = []
-    if failed - {"recent_turns"}:
+    if failed - {"recent_turns", "pending"}:
         degraded.append("postgres")
-        logger.warning("recall without long-term memories", extra={"parts": sorted(failed - {"recent_turns"})})
+        logger.warning("recall without long-term memories",
+                       extra={"parts": sorted(failed - {"recent_turns", "pending"})})
         metrics.add_metric(name=Metric.LONG_TERM_RECALL_SKIPPED, unit=MetricUnit.Count, value=1)
     if "recent_turns" in failed:
-        degraded.append("valkey")
         logger.warning("recall without recent turns")
         metrics.add_metric(name=Metric.RECENT_TURNS_SKIPPED, unit=MetricUnit.Count, value=1)
+    if "pending" in failed:
+        logger.warning("recall without the turns not learned yet")
+        metrics.add_metric(name=Metric.PENDING_TURNS_SKIPPED, unit=MetricUnit.Count, value=1)
+    if failed & {"recent_turns", "pending"}:
+        degraded.append("valkey")
     if not embedded and "vector" not in failed:
         degraded.append("embeddings")
 
     story = found.get("narrative")
+    rules, shown, recent = found.get("rules") or [], found.get("memories") or [], found.get("recent_turns") or []
     return fit(
         narrative=story["text"] if story else None, narrative_version=story["version"] if story else None,
-        rules=found.get("rules") or [], memories=found.get("memories") or [],
-        recent_turns=found.get("recent_turns") or [], max_tokens=max_tokens, degraded=degraded,
+        rules=rules, memories=shown, recent_turns=recent, max_tokens=max_tokens, degraded=degraded,
+        pending=said.rank(said.not_shown(found.get("pending") or [], recent, [*rules, *shown]), query),
     )
 
 
@@ -223,13 +234,9 @@ def _run_all(lookups: dict[str, Any], deadline: float | None) -> tuple[dict[str,
 
 
 def fresh_narrative(clients, project_id: str, user_id: str) -> dict[str, Any] | None:
-    """The newest narrative if it is younger than the configured max age, else None."""
-    latest = narratives.latest(clients.db, project_id, user_id)
-    if not latest:
-        return None
-    if latest["generated_at"] < utcnow() - timedelta(days=clients.settings.narrative_max_age_days):
-        return None
-    return latest
+    """The newest narrative, from its hot copy in Valkey (Postgres only on a miss). A stale one is used too, and
+    its regeneration queued after the response (one pending job per user at most); it is never written here."""
+    return narrative_jobs.for_recall(clients, project_id, user_id, later=after_response.defer)
 
 
 def _rules(clients, project_id: str, user_id: str) -> list[ScoredMemory]:

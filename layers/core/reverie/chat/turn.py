@@ -1,4 +1,5 @@
-"""The chat turn: tier 1 plus recall, a reply, then one reflection job. Never waits for tiers 2-4.
+"""The chat turn: tier 1 plus recall, a reply, then one reflection job. Never waits for tiers 2-4. And a turn
+recorded without a reply (POST /v1/turns: the caller's own model answered), saved the same way.
 
 The turn never writes Postgres: the user and assistant turns go to tier 1 (Valkey) and, inside one
 self-contained job, to the outbox; the job is published to the reflection topic after the answer is sent.
@@ -12,14 +13,14 @@ from datetime import datetime
 from aws_lambda_powertools.metrics import MetricUnit
 from redis.exceptions import RedisError
 
-from reverie.cache import job_markers, outbox, users, working_memory
+from reverie.cache import job_markers, outbox, pending, users, working_memory
 from reverie.chat import idempotency, prompt, recall
-from reverie.chat.schemas import ChatContext, ChatRequest, ChatResponse
-from reverie.domain.errors import ServiceUnavailable
-from reverie.domain.fields import MAX_MESSAGE_BYTES, new_id, storable_text, utcnow
+from reverie.chat.schemas import ChatContext, ChatRequest, ChatResponse, RecordTurnRequest, TurnRecorded
+from reverie.domain.errors import PayloadTooLarge, ServiceUnavailable
+from reverie.domain.fields import MAX_MESSAGE_BYTES, storable_text, utcnow
 from reverie.domain.memory import ContextMemory, ScoredMemory, Turn
 from reverie.jobs import delivery
-from reverie.jobs.message import ReflectionJob, make_job
+from reverie.jobs.message import MAX_JOB_BYTES, ReflectionJob, check_fits, encode, make_job
 from reverie.llm import LLMError
 from reverie.platform import after_response
 from reverie.platform.deadline import Deadline
@@ -45,19 +46,26 @@ def chat_turn(
     With an Idempotency-Key, a retry gets the first answer and publishes nothing."""
     deadline = Deadline.of(lambda_context, reserve_s=ANSWER_RESERVE_S, default_s=API_TIMEOUT_S)
     began_at = utcnow()  # the turn's time: a forget after it voids the turn's writes
-    if idempotency_key is None:
-        return _turn(clients, project_id, request, turn_id=new_id(), job_id=new_id(), deadline=deadline,
-                     began_at=began_at)
-    key = idempotency.check_key(idempotency_key)
-    body = request.model_dump(mode="json")
-    turn_id = idempotency.derived_id(project_id, key, body, "turn")
-    job_id = idempotency.derived_id(project_id, key, body, "job")
-    return idempotency.once(
-        clients.valkey, project_id=project_id, user_id=request.user_id, key=key, payload=body,
-        run=lambda: _turn(clients, project_id, request, turn_id=turn_id, job_id=job_id, deadline=deadline,
-                          began_at=began_at),
-        model=ChatResponse, same_request=lambda first: first.job_id == job_id, lambda_context=lambda_context,
-        began_at=began_at.timestamp(),
+    return idempotency.turn_once(
+        clients.valkey, project_id, request, idempotency_key, model=ChatResponse, began_at=began_at,
+        lambda_context=lambda_context,
+        run=lambda turn_id, job_id: _turn(clients, project_id, request, turn_id=turn_id, job_id=job_id,
+                                          deadline=deadline, began_at=began_at),
+    )
+
+
+def record_turn(
+    clients, project_id: str, request: RecordTurnRequest, *, idempotency_key: str | None = None, lambda_context=None,
+) -> TurnRecorded:
+    """Remember a turn the caller's own model answered, as the chat remembers its own: the messages to tier 1 and
+    one reflection job, saved and published as the chat's (`_save`), with no recall and no model call. With an
+    Idempotency-Key, a retry gets the first answer and publishes nothing."""
+    began_at = utcnow()  # as the chat's: a forget after it voids the turn's writes
+    return idempotency.turn_once(
+        clients.valkey, project_id, request, idempotency_key, model=TurnRecorded, began_at=began_at,
+        lambda_context=lambda_context,
+        run=lambda turn_id, job_id: _record(clients, project_id, request, turn_id=turn_id, job_id=job_id,
+                                            began_at=began_at),
     )
 
 
@@ -93,18 +101,38 @@ def _turn(clients, project_id: str, request: ChatRequest, *, turn_id: str, job_i
         reply=reply, session_id=request.session_id, turn_id=turn_id, job_id=job.job_id,
         memory_saved=delivery.saved,
         context=ChatContext(memories=[_used(m) for m in context.memories], rules=[_used(m) for m in context.rules],
-                            narrative=context.narrative is not None),
+                            narrative=context.narrative is not None, pending=context.pending),
     )
 
 
+def _record(clients, project_id: str, request: RecordTurnRequest, *, turn_id: str, job_id: str,
+            began_at: datetime) -> TurnRecorded:
+    turns = [Turn(turn_id=f"{turn_id}:{i}", role=m.role, content=m.content, created_at=began_at)
+             for i, m in enumerate(request.messages)]
+    job = make_job(project_id=project_id, user_id=request.user_id, session_id=request.session_id, turns=turns,
+                   metadata=request.metadata, job_id=job_id, created_at=began_at)
+    # The chat's two turns always fit one queue message; an exchange of many long messages may not, and a job that
+    # cannot travel is refused here, before anything is kept (see reverie.jobs.message).
+    body = encode(job)
+    if len(body) > MAX_JOB_BYTES:
+        raise PayloadTooLarge(f"the messages make a job of {len(body)} bytes; one job holds at most {MAX_JOB_BYTES} "
+                              "(as JSON, characters outside ASCII escaped): record the exchange in parts")
+    check_fits(body, job.group_id)
+    saved = _save(clients, job)
+    logger.info("turn recorded", extra={"job_id": job.job_id, "route": saved.route, "messages": len(turns)})
+    return TurnRecorded(turn_id=turn_id, job_id=job.job_id, memory_saved=saved.saved)
+
+
 def _save(clients, job: ReflectionJob) -> delivery.Delivery:
-    """Make the turn durable before answering: one Valkey round trip appends the pair to tier 1, writes the
-    job marker and parks the job in the outbox; its publish is deferred past the response. Without Valkey,
+    """Make the turn durable before answering: one Valkey round trip appends the pair to tier 1 and what the user
+    said to their pending list (recalled in any session until learned), writes the job marker and parks the job in
+    the outbox; its publish is deferred past the response. Without Valkey,
     the job is published before answering; when neither takes it, the answer says so (and an alarm fires)."""
     settings = clients.settings
     writes = users.UserWrites(clients.valkey, job.project_id, job.user_id, job.created_at.timestamp())
     working_memory.append_turns(writes, job.project_id, job.user_id, job.session_id, job.turns,
                                 settings.working_memory_max_turns, settings.working_memory_ttl_s)
+    pending.remember(writes, job, settings.pending_max_turns, settings.pending_ttl_s)
     job_markers.remember(writes, job)
     delivery.park(writes, job)
     try:

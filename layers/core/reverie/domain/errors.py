@@ -80,6 +80,14 @@ class ServiceUnavailable(ReverieError):
     code = "unavailable"
 
 
+class NarrativeFailed(ReverieError):
+    """The user has no narrative and the last job that was to write one failed for good (it is in the dead-letter
+    queue): said so, rather than answering "generating" for ever."""
+
+    status = 503
+    code = "narrative_failed"
+
+
 class SchemaBehind(ReverieError):
     """The database schema is older than the code: made loud at cold start, naming the fix."""
 

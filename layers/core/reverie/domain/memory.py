@@ -55,3 +55,16 @@ class ContextMemory(BaseModel):
     tier: Tier
     text: str
     score: float
+
+
+class PendingTurn(BaseModel):
+    """Something the user said that the tiers have not learned yet (its job is in the outbox, on a queue or held in
+    a reflection window): recalled as it was said, marked as not yet learned."""
+
+    job_id: str
+    turn_id: str
+    session_id: str
+    text: str
+    said_at: datetime
+    learned: Literal[False] = False
+    score: float = 0.0

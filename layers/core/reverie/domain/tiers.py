@@ -12,6 +12,8 @@ class Tier(StrEnum):
 
 
 TIERS: tuple[Tier, ...] = (Tier.EPISODIC, Tier.SEMANTIC, Tier.PROCEDURAL)
+# A narrative job is no tier's, but its outcome is recorded beside theirs (processed_jobs.tier), under this name.
+NARRATIVE = "narrative"
 
 
 class EventKind(StrEnum):

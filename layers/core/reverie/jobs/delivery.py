@@ -22,7 +22,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 from redis.exceptions import RedisError
 
-from reverie.cache import job_markers, outbox, users
+from reverie.cache import job_markers, outbox, pending, users
 from reverie.domain.errors import InvalidJob
 from reverie.jobs.message import JobRefused, ReflectionJob, check_fits, encode, parse_job
 from reverie.platform.deadline import Deadline
@@ -76,9 +76,10 @@ class DrainResult:
 
 
 def deliver(clients, job: ReflectionJob, *, writes: Callable[[Any], None] | None = None) -> Delivery:
-    """Publish one job, then send `writes` (tier 1) and the job marker in one Valkey round trip; if the
-    topic refuses the job, or the user already has parked jobs that must go first, park it in that same
-    round trip. Never raises for an engine fault: the answer says whether the job was saved."""
+    """Publish one job, then send `writes` (tier 1), the user's turns to their pending list (recalled until
+    learned, reverie.cache.pending) and the job marker in one Valkey round trip; if the topic refuses the job, or
+    the user already has parked jobs that must go first, park it in that same round trip. Never raises for an
+    engine fault: the answer says whether the job was saved."""
     drained, blocked = 0, False
     try:
         if outbox.has_parked(clients.valkey, job.project_id, job.user_id):
@@ -93,6 +94,8 @@ def deliver(clients, job: ReflectionJob, *, writes: Callable[[Any], None] | None
     pipe = users.UserWrites(clients.valkey, job.project_id, job.user_id, job.created_at.timestamp())
     if writes is not None:
         writes(pipe)
+    if outcome is not Published.REFUSED:  # a refused job will never be learned, nor recalled as on its way
+        pending.remember(pipe, job, clients.settings.pending_max_turns, clients.settings.pending_ttl_s)
     job_markers.remember(pipe, job)
     if outcome is Published.LATER:
         park(pipe, job)

@@ -67,7 +67,7 @@ class ReflectionJob(Strict):
     project_id: SafeId
     user_id: SafeId
     session_id: SafeId
-    source: Literal["chat", "api"] = "chat"
+    source: Literal["chat", "api", "backfill"] = "chat"
     turns: list[Turn] = Field(min_length=1, max_length=MAX_TURNS_PER_JOB)
     metadata: Metadata = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=utcnow)
@@ -83,7 +83,7 @@ class NarrativeJob(Strict):
     job_id: SafeId = Field(default_factory=new_id)
     project_id: SafeId
     user_id: SafeId
-    reason: Literal["stale", "missing", "requested"] = "stale"
+    reason: Literal["stale", "missing", "requested", "backfill"] = "stale"
     created_at: datetime = Field(default_factory=utcnow)
 
     @property

@@ -17,7 +17,6 @@ from reverie.llm.base import (
     Usage,
 )
 from reverie.llm.offline import OfflineLLM, register_skill
-from reverie.llm.openai_client import OpenAICompatibleLLM
 from reverie.llm.tokens import estimate_tokens, fit_to_budget
 
 __all__ = [
@@ -41,6 +40,16 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str):
+    # The OpenAI SDK takes about half a second to import: only a process that talks to an endpoint pays for it,
+    # and at its first call rather than at every cold start (the offline model never does).
+    if name == "OpenAICompatibleLLM":
+        from reverie.llm.openai_client import OpenAICompatibleLLM
+
+        return OpenAICompatibleLLM
+    raise AttributeError(name)
+
+
 def make_llm(
     *,
     base_url: str | None,
@@ -62,6 +71,8 @@ def make_llm(
             embed_delay_s=offline_embed_delay_s,
             structured_delay_s=offline_structured_delay_s,
         )
+    from reverie.llm.openai_client import OpenAICompatibleLLM
+
     return OpenAICompatibleLLM(
         base_url=base_url,
         api_key=api_key or "",

@@ -1,4 +1,5 @@
-"""The admin function's actions, for operators: projects and their API keys, and every project's status.
+"""The admin function's actions, for operators: projects and their API keys, every project's status, and
+backfills (conversations held before Reverie was, and narratives for the users they made).
 
 The function has no HTTP route. It is invoked with lambda:InvokeFunction, so IAM is its auth; the `reverie`
 command drives it, against `make dev` or a deployed stack. An event names its action; the answers:
@@ -12,6 +13,18 @@ command drives it, against `make dev` or a deployed stack. An event names its ac
     {"action": "key.revoke", "project_id": "acme", "key_id": "key_..."}  {revoked: bool, refused_within_s}
     {"action": "ops.status"}                                             every project's figures: queues, DLQs,
                                                                          outboxes, windows, failures, who waits
+    {"action": "backfill.conversations", "project_id": "acme",           {results: [{user_id, session_id, turns,
+     "conversations": [{user_id, session_id, turns, metadata?}],           jobs, published, skipped, failed,
+     "include_forgotten": false}                                            errors}], done}
+    {"action": "backfill.narratives", "project_id": "acme",              {users, queued, pending, current,
+     "min_memories": 5, "after_user_id": null, "limit": 200,               total?, next_after_user_id}
+     "all": false}
+
+A backfill sends a batch of conversations (reverie.jobs.backfill): their jobs are published in order, those
+published before skipped; `done` says how many were handled within the invocation's time, and the caller sends
+the rest again. backfill.narratives queues a narrative job for each user with at least `min_memories` current
+memories whose narrative is missing or older than their memories (`current` counts the others; `all` queues theirs
+too), one pending per user (a user with a job pending counts as pending), a page of users at a time.
 
 A key is shown once, when it is made; only its hash is stored. `keys` in a project's listing counts the keys
 that still work. A revoked key is refused everywhere within `refused_within_s` seconds (revocation_bound_s).
@@ -23,19 +36,27 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from reverie.domain.errors import Conflict, NotFound, ReverieError, ValidationFailed
+from reverie.domain.errors import Conflict, NotFound, ReverieError, UserForgotten, ValidationFailed
 from reverie.domain.fields import SAFE_ID_PATTERN
+from reverie.jobs import backfill
+from reverie.jobs import narratives as narrative_jobs
 from reverie.ops import status
 from reverie.platform.observability import logger
-from reverie.store import projects
+from reverie.store import narratives, projects
 from reverie.store.db import Database
 
 MAX_NAME_CHARS = 200
+# A backfill's share of the function's 30 s: what it has not reached by then, the caller sends again.
+BACKFILL_BUDGET_S = 20.0
+MAX_BACKFILL_CONVERSATIONS = 500
+NARRATIVE_MIN_MEMORIES = 5
+NARRATIVE_PAGE = 200
 # How long API Gateway caches the authorizer's answer for one Authorization header: template.yaml's
 # ReauthorizeEvery (tests/unit/test_template.py keeps the two equal).
 GATEWAY_AUTH_CACHE_S = 60
@@ -160,6 +181,90 @@ def ops_status(clients, fields: dict[str, Any]) -> dict[str, Any]:
     return status.operator_status(clients)
 
 
+def backfill_conversations(clients, fields: dict[str, Any]) -> dict[str, Any]:
+    """Publish a batch of conversations' jobs, in order, within BACKFILL_BUDGET_S: `done` of them are answered, and
+    the caller sends the rest again. A conversation that is not valid is answered with why and counts as failed."""
+    project_id = _known_project(clients.db, fields["project_id"])
+    conversations = fields["conversations"]
+    if not isinstance(conversations, list) or not conversations:
+        raise ValidationFailed("conversations must be a non-empty list of conversations")
+    if len(conversations) > MAX_BACKFILL_CONVERSATIONS:
+        raise ValidationFailed(f"send at most {MAX_BACKFILL_CONVERSATIONS} conversations at a time")
+    include_forgotten = _flag(fields, "include_forgotten")
+    started = time.monotonic()
+    results = []
+    for data in conversations:
+        if results and time.monotonic() - started > BACKFILL_BUDGET_S:
+            break
+        try:
+            conversation = backfill.read_conversation(data)
+        except ValidationFailed as exc:
+            results.append(_invalid(data, exc.message))
+            continue
+        results.append(backfill.import_conversation(clients, project_id, conversation,
+                                                    include_forgotten=include_forgotten).as_dict())
+    return {"results": results, "done": len(results)}
+
+
+def _invalid(data: Any, reason: str) -> dict[str, Any]:
+    data = data if isinstance(data, dict) else {}
+    named = {k: v if isinstance(v, str) and _SAFE_ID.match(v) else None
+             for k, v in (("user_id", data.get("user_id")), ("session_id", data.get("session_id")))}
+    turns = data.get("turns")
+    return {**named, "turns": len(turns) if isinstance(turns, list) else 0, "jobs": 0, "published": 0, "skipped": 0,
+            "failed": 0, "invalid": True, "errors": [f"not a valid conversation: {reason}"[:500]]}
+
+
+def backfill_narratives(clients, fields: dict[str, Any]) -> dict[str, Any]:
+    """Queue a narrative job for each user of the project with at least `min_memories` current memories and no
+    narrative written since they last changed (any narrative with `all`), a page of users at a time (after
+    `after_user_id`), within BACKFILL_BUDGET_S; `next_after_user_id` continues it."""
+    project_id = _known_project(clients.db, fields["project_id"])
+    min_memories = _count(fields, "min_memories", NARRATIVE_MIN_MEMORIES, 1, 1_000_000)
+    limit = _count(fields, "limit", NARRATIVE_PAGE, 1, 1000)
+    after = fields.get("after_user_id")
+    total = None if after else narratives.count_users_with_memories(clients.db, project_id, min_memories=min_memories)
+    rows = narratives.users_with_memories(clients.db, project_id, min_memories=min_memories, after=after, limit=limit)
+    everyone = _flag(fields, "all")
+    started = time.monotonic()
+    queued = pending = forgotten = current = 0
+    last = None
+    for row in rows:
+        if last is not None and time.monotonic() - started > BACKFILL_BUDGET_S:
+            break
+        if not everyone and row["narrative_at"] is not None and row["narrative_at"] >= row["learned_at"]:
+            current += 1  # written after their memories last changed: nothing new to say
+            last = row["user_id"]
+            continue
+        try:
+            asked = narrative_jobs.request(clients, project_id, row["user_id"], "backfill")
+        except UserForgotten:
+            forgotten += 1
+        else:
+            queued += bool(asked and asked.queued)
+            pending += bool(asked and not asked.queued)
+        last = row["user_id"]
+    more = last is not None and (last != rows[-1]["user_id"] or len(rows) == limit)
+    return {"users": queued + pending + forgotten + current, "queued": queued, "pending": pending,
+            "current": current, "total": total, "next_after_user_id": last if more else None}
+
+
+def _flag(fields: dict[str, Any], name: str) -> bool:
+    value = fields.get(name, False)
+    if not isinstance(value, bool):
+        raise ValidationFailed(f"{name} must be true or false")
+    return value
+
+
+def _count(fields: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = fields.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ValidationFailed(f"{name} must be a whole number from {low} to {high}")
+    return value
+
+
 def _known_project(db: Database, project_id: str) -> str:
     if not projects.project_exists(db, project_id):
         raise NotFound(f"no project {project_id!r}: create it with project.create (`reverie project create "
@@ -178,4 +283,8 @@ ACTIONS: dict[str, Action] = {
     "key.list": Action(list_keys, required=("project_id",)),
     "key.revoke": Action(revoke_key, required=("project_id", "key_id")),
     "ops.status": Action(ops_status),
+    "backfill.conversations": Action(backfill_conversations, required=("project_id", "conversations"),
+                                     optional=("include_forgotten",)),
+    "backfill.narratives": Action(backfill_narratives, required=("project_id",),
+                                  optional=("min_memories", "after_user_id", "limit", "all")),
 }

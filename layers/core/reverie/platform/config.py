@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     # Recall and context.
     recall_limit: int = 8
     recall_max_tokens: int = 1500
+    # What the user said and the tiers have not learned yet (reverie.cache.pending), recalled across sessions: the
+    # newest turns kept per user, and how long the list lives after the user's last turn.
+    pending_max_turns: int = Field(default=50, ge=0, le=500)
+    pending_ttl_s: int = Field(default=24 * 3600, ge=60)
     narrative_max_age_days: int = 7
 
     # Rate limits per project, per minute (0: no limit). Every request counts in the first; a request that spends
@@ -112,7 +116,14 @@ class Settings(BaseSettings):
     # gathered, or once the oldest has waited this long (the window sweep closes those). 1 learns each queue
     # batch as it comes. Model calls per job fall with the window; the time to learn grows with it.
     reflect_window_jobs: int = Field(default=20, ge=1, le=200)
-    reflect_window_s: int = Field(default=300, ge=0, le=3600)
+    reflect_window_s: int = Field(default=600, ge=0, le=3600)
+    # ...or once the tier has received nothing of the user for this long (the conversation paused), so a finished
+    # conversation is learned soon and an active one in one piece. 0: no such close.
+    reflect_quiet_s: int = Field(default=60, ge=0, le=3600)
+    # Before a tier's model call, a cheap check of the window's words (reverie.reflect.triage): a window with nothing
+    # the tier can use (no fact, no preference or instruction, only small talk) is recorded empty without the call.
+    # It reads English; words it cannot read are always given the call. false: every window gets its call.
+    reflect_cheap_check: bool = True
 
     @field_validator("aws_endpoint_url", mode="before")
     @classmethod

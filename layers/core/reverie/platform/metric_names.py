@@ -20,6 +20,7 @@ class Metric(StrEnum):
     # Recall answered without a part it could not reach.
     LONG_TERM_RECALL_SKIPPED = "LongTermRecallSkipped"  # Postgres
     RECENT_TURNS_SKIPPED = "RecentTurnsSkipped"  # Valkey
+    PENDING_TURNS_SKIPPED = "PendingTurnsSkipped"  # Valkey: what was said and is not learned yet
     QUERY_EMBEDDING_SKIPPED = "QueryEmbeddingSkipped"  # embeddings endpoint: text search only
     # Tier 1 was not updated after a reply (Valkey down); the job still carries the turns.
     WORKING_MEMORY_NOT_UPDATED = "WorkingMemoryNotUpdated"
@@ -36,6 +37,10 @@ class Metric(StrEnum):
     DEAD_JOBS = "DeadJobs"  # failed on their last receive: on their way to the DLQ
     POISON_JOBS = "PoisonJobs"  # refused at once (not a scoped, valid job) and parked in the DLQ
     FORGOTTEN_JOBS_DROPPED = "ForgottenJobsDropped"  # made before their user was forgotten
+    # A window closed without a model call: the cheap check found nothing the tier could learn (reflect.triage).
+    REFLECTION_CALLS_SPARED = "ReflectionCallsSpared"
+    # A narrative job's attempt failed (recorded on the job; dead on its last receive) (NarrativeFailuresAlarm).
+    NARRATIVE_FAILURES = "NarrativeFailures"
     # The health probe's.
     ENGINE_DOWN = "EngineDown"
     QUEUE_DEPTH = "QueueDepth"

@@ -15,8 +15,8 @@ READ_SECRET = "secretsmanager:GetSecretValue"
 
 CALLS: dict[str, frozenset[str]] = {
     "AuthorizerFunction": frozenset({READ_SECRET}),
-    # publishes the turn's reflection job (after the response)
-    "ChatFunction": frozenset({READ_SECRET, "sns:Publish"}),
+    # publishes the turn's reflection job (after the response); queues the regeneration of a stale narrative
+    "ChatFunction": frozenset({READ_SECRET, "sns:Publish", "sqs:SendMessage"}),
     # publishes add_memories jobs, queues narrative jobs (a project's /v1/status reads no shared queue)
     "MemoryApiFunction": frozenset({READ_SECRET, "sns:Publish", "sqs:SendMessage"}),
     # park a refused (poison) job, or held jobs out of attempts, in the tier's DLQ
@@ -31,6 +31,6 @@ CALLS: dict[str, frozenset[str]] = {
     # drains the outbox to the topic, reads queue and DLQ depths (its metrics go out as log lines, EMF)
     "HealthProbeFunction": frozenset({READ_SECRET, "sns:Publish", "sqs:GetQueueAttributes"}),
     "MigrateFunction": frozenset({READ_SECRET}),
-    # ops.status reads queue and DLQ depths
-    "AdminFunction": frozenset({READ_SECRET, "sqs:GetQueueAttributes"}),
+    # ops.status reads queue and DLQ depths; backfill.conversations publishes jobs, backfill.narratives queues them
+    "AdminFunction": frozenset({READ_SECRET, "sqs:GetQueueAttributes", "sns:Publish", "sqs:SendMessage"}),
 }

@@ -18,11 +18,13 @@ from reverie.llm.meter import Meter
 from reverie.platform.deadline import Deadline
 from reverie.platform.metric_names import Metric
 from reverie.platform.observability import logger, metrics
-from reverie.reflect import episodic, procedural, semantic
+from reverie.reflect import episodic, procedural, semantic, triage
 from reverie.reflect.plan import Change, Plan
 from reverie.store import held_jobs, llm_usage, memories, processed_jobs, tombstones
 
 PLANNERS = {Tier.EPISODIC: episodic.plan, Tier.SEMANTIC: semantic.plan, Tier.PROCEDURAL: procedural.plan}
+# What a job the tier found nothing in records (the same whether the model or the cheap check found nothing).
+NOTHING = {Tier.EPISODIC: episodic.NOTHING, Tier.SEMANTIC: semantic.NOTHING, Tier.PROCEDURAL: procedural.NOTHING}
 FINAL = ("done", "empty")
 
 
@@ -63,7 +65,7 @@ def learn(clients, tier: Tier, jobs: Sequence[ReflectionJob], meter: Meter | Non
     live = _not_forgotten(pending, forgotten)
 
     try:
-        plan = PLANNERS[tier](meter, db, project_id, user_id, live) if live else Plan()
+        plan = _plan(clients, meter, tier, project_id, user_id, live)
         with db.transaction(project_id) as conn, conn.cursor() as cur:
             # The forget cascade takes this lock too: once we hold it, a forget either committed (and we
             # see its tombstone below) or waits for our commit (and then deletes what we wrote).
@@ -92,6 +94,18 @@ def learn(clients, tier: Tier, jobs: Sequence[ReflectionJob], meter: Meter | Non
         "superseded": sum(o.superseded for o in results.values()),
     })
     return results
+
+
+def _plan(clients, meter: Meter, tier: Tier, project_id: str, user_id: str, jobs: Sequence[ReflectionJob]) -> Plan:
+    """The tier's plan for the jobs; without a model call when the cheap check finds nothing it could learn."""
+    if not jobs:
+        return Plan()
+    if clients.settings.reflect_cheap_check and not triage.worth_a_call(tier, jobs):
+        logger.info("nothing to learn: no model call", extra={"tier": tier.value, "jobs": len(jobs),
+                                                               "user_hash": user_hash(user_id)})
+        metrics.add_metric(name=Metric.REFLECTION_CALLS_SPARED, unit=MetricUnit.Count, value=1)
+        return Plan(nothing_reason=NOTHING[tier])
+    return PLANNERS[tier](meter, clients.db, project_id, user_id, jobs)
 
 
 def _not_forgotten(jobs: Sequence[ReflectionJob], forgotten: datetime | None) -> list[ReflectionJob]:

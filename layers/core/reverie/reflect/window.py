@@ -2,9 +2,12 @@
 
 Why: a FIFO batch holds at most ten messages, often of several users, so learning each batch as it comes
 costs a model call per tier for every few jobs. Held in Postgres, a user's jobs are learned with one call per
-tier once `reflect_window_jobs` have gathered, or once the oldest has waited `reflect_window_s` (the window
-sweep sends the tier a close message for those). A held job is durable, so its queue message can go; it
-leaves the window in the transaction that applies it (reverie.reflect.learn), and order is arrival order.
+tier once `reflect_window_jobs` have gathered, once the oldest has waited `reflect_window_s`, or once the user has
+been quiet for `reflect_quiet_s` (the tier has held nothing new of theirs for that long: the conversation paused).
+The window sweep sends the tier a close message for the last two. So a finished conversation is learned soon after
+it ends, and an active one in one piece; what is said meanwhile is recalled as pending (reverie.chat.pending). A
+held job is durable, so its queue message can go; it leaves the window in the transaction that applies it
+(reverie.reflect.learn), and order is arrival order.
 
 Failures: the records delivered in the invocation that closes a window fail back to the queue (SQS counts
 their receives and moves them to the DLQ after the last). Jobs held by earlier invocations have no message
@@ -171,11 +174,12 @@ class SweepResult:
 
 
 def sweep(clients, limit: int = 1000) -> SweepResult:
-    """Send a close message to the tier queue of every window whose oldest job has waited long enough. The
-    reflector learns it in the user's order; a close that is sent twice finds the window empty."""
+    """Send a close message to the tier queue of every window whose oldest job has waited long enough, or whose
+    user has been quiet long enough. The reflector learns it in the user's order; a close that is sent twice finds
+    the window empty."""
     settings = clients.settings
     with clients.db.transaction(ALL_PROJECTS) as conn, conn.cursor() as cur:  # the windows of every project
-        due = held_jobs.due_windows(cur, settings.reflect_window_s, limit)
+        due = held_jobs.due_windows(cur, settings.reflect_window_s, limit, quiet_s=settings.reflect_quiet_s)
     result = SweepResult(windows=len(due))
     minute = utcnow().strftime("%Y%m%d%H%M")
     for project_id, user_id, tier in due:

@@ -2,7 +2,7 @@
 
 memories (and memory_events) · memory_search (ranked lookups over memories) · processed_jobs · held_jobs ·
 narratives · llm_usage · projects (and api_keys) · tombstones (user_tombstones, the per-user lock) ·
-user_data (one user across every table: export and forget)
+user_data (one user across every table: export and forget) · users (a project's users, with counts)
 """
 
 from reverie.store.db import ALL_PROJECTS, NO_PROJECT, Database

@@ -91,16 +91,33 @@ def count_failure(cur, project_id: str, tier: Tier, job_ids: Sequence[str], erro
     return {job_id: attempts for job_id, attempts in cur.fetchall()}
 
 
-def due_windows(cur, waited_s: float, limit: int = 1000) -> list[tuple[str, str, Tier]]:
-    """(project, user, tier) of the windows whose oldest job has been held `waited_s` seconds or more (by the
-    database's clock, which set held_at), and not every job of which waits out a failure (see count_failure)."""
+def due_windows(cur, waited_s: float, limit: int = 1000, quiet_s: float = 0) -> list[tuple[str, str, Tier]]:
+    """(project, user, tier) of the windows whose oldest job has been held `waited_s` seconds or more, or (when
+    `quiet_s` is set) whose newest has been held `quiet_s` seconds or more: the user has been quiet that long (by
+    the database's clock, which set held_at); and not every job of which waits out a failure (see count_failure)."""
     cur.execute(
         "SELECT project_id, user_id, tier FROM held_jobs GROUP BY project_id, user_id, tier"
-        " HAVING min(held_at) <= now() - make_interval(secs => %s)"
+        " HAVING (min(held_at) <= now() - make_interval(secs => %s)"
+        "  OR (%s > 0 AND max(held_at) <= now() - make_interval(secs => %s)))"
         " AND min(coalesce(retry_at, '-infinity')) <= now() ORDER BY min(held_at) LIMIT %s",
-        (waited_s, limit),
+        (waited_s, quiet_s, quiet_s, limit),
     )
     return [(p, u, Tier(t)) for p, u, t in cur.fetchall()]
+
+
+def due_at(cur, project_id: str, job_id: str, waited_s: float, quiet_s: float = 0) -> dict[str, datetime]:
+    """For each tier holding this job: when the user's window there is due to close, by the rule of `due_windows`
+    (the oldest job's time plus `waited_s`, or the newest's plus `quiet_s` if sooner), as the database's clock
+    tells it."""
+    cur.execute(
+        "SELECT w.tier, least(min(w.held_at) + make_interval(secs => %s),"
+        "  CASE WHEN %s > 0 THEN max(w.held_at) + make_interval(secs => %s) END)"
+        " FROM held_jobs h JOIN held_jobs w ON w.project_id = h.project_id AND w.user_id = h.user_id"
+        "  AND w.tier = h.tier"
+        " WHERE h.project_id = %s AND h.job_id = %s AND w.project_id = %s GROUP BY w.tier",
+        (waited_s, quiet_s, quiet_s, project_id, job_id, project_id),
+    )
+    return {tier: at for tier, at in cur.fetchall()}
 
 
 def held_tiers(cur, project_id: str, job_id: str) -> dict[str, datetime]:
@@ -129,3 +146,26 @@ def totals_by_project(cur, limit: int) -> dict[str, dict[str, float | int]]:
                 " GROUP BY project_id ORDER BY count(*) DESC, project_id LIMIT %s", (limit,))
     return {project: {"jobs": int(count), "oldest_age_s": round(float(age), 1)}
             for project, count, age in cur.fetchall()}
+
+
+def of_user(cur, project_id: str, user_id: str, limit: int) -> list[dict[str, Any]]:
+    """The user's held jobs, the latest first (at most `limit` rows): {job_id, tier, held_at, attempts, last_error,
+    created_at (when the job was made, as its JSON says)}; never the words they carry."""
+    cur.execute(
+        "SELECT job_id, tier, held_at, attempts, last_error, job->>'created_at' AS created_at FROM held_jobs"
+        " WHERE project_id = %s AND user_id = %s ORDER BY seq DESC LIMIT %s",
+        (project_id, user_id, limit),
+    )
+    columns = [c[0] for c in cur.description]
+    return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
+
+
+def due_of_user(cur, project_id: str, user_id: str, waited_s: float, quiet_s: float = 0) -> dict[str, datetime]:
+    """For each tier holding jobs of the user: when the user's window there is due to close, as `due_at` says it."""
+    cur.execute(
+        "SELECT tier, least(min(held_at) + make_interval(secs => %s),"
+        "  CASE WHEN %s > 0 THEN max(held_at) + make_interval(secs => %s) END)"
+        " FROM held_jobs WHERE project_id = %s AND user_id = %s GROUP BY tier",
+        (waited_s, quiet_s, quiet_s, project_id, user_id),
+    )
+    return {tier: at for tier, at in cur.fetchall()}

@@ -16,11 +16,12 @@ from typing import Any
 import psycopg2.errors
 from psycopg2.extras import Json
 
-from reverie.domain.errors import ValidationFailed
+from reverie.domain.errors import Conflict, NotFound, ValidationFailed
 from reverie.domain.fields import as_utc
 from reverie.domain.memory import Memory, MemoryEvent
 from reverie.domain.tiers import EventKind, Tier
 from reverie.store.db import Database, vector_literal
+from reverie.store.tombstones import lock_user_tier
 
 COLUMNS = (
     "id, user_id, tier, text, metadata, importance, valid_from, valid_to, recorded_at AS created_at, "
@@ -195,6 +196,42 @@ def delete(db: Database, project_id: str, memory_id: str) -> bool:
         return True
 
 
+SUPERSEDED_EDIT = "this memory was superseded: what was true then stays as it was; edit the current one"
+
+
+def edit(db: Database, project_id: str, memory_id: str, text: str, *, embedding: list[float] | None,
+         embedding_model: str | None) -> bool:
+    """A person's correction of a current memory: new words and their embedding, in place. The memory keeps its
+    id, and with it its place among the facts that superseded one another and its history; its UPDATE event keeps
+    the old words (until the memory is deleted). Done under the lock of the user's tier, which reflection and forget
+    take too. False when the text is already the memory's. NotFound when there is no such memory; Conflict when it
+    was superseded (what was true then is history, not rewritten) or another current memory of the user's tier
+    already says this."""
+    if not _is_uuid(memory_id):
+        raise NotFound("no memory with this id")
+    with db.transaction(project_id) as conn, conn.cursor() as cur:
+        cur.execute("SELECT user_id, tier FROM memories WHERE project_id = %s AND id = %s", (project_id, memory_id))
+        row = cur.fetchone()
+        if row is None:
+            raise NotFound("no memory with this id")
+        user_id, tier = row
+        lock_user_tier(cur, project_id, user_id, Tier(tier))
+        cur.execute("SELECT text, superseded_at FROM memories WHERE project_id = %s AND id = %s FOR UPDATE",
+                    (project_id, memory_id))
+        row = cur.fetchone()
+        if row is None:
+            raise NotFound("no memory with this id")
+        if row[1] is not None:
+            raise Conflict(SUPERSEDED_EDIT)
+        if row[0] == text:
+            return False
+        try:
+            return update_text(cur, project_id, user_id, memory_id, text, embedding=embedding,
+                               embedding_model=embedding_model, job_id=None)
+        except psycopg2.errors.UniqueViolation:
+            raise Conflict(f"another current {tier} memory of this user already says this") from None
+
+
 def history(db: Database, project_id: str, memory_id: str) -> list[MemoryEvent]:
     if not _is_uuid(memory_id):
         return []
@@ -239,6 +276,14 @@ def list_page(
 def current_by_tier(db: Database, project_id: str, user_id: str, tier: Tier, limit: int) -> list[Memory]:
     page, _ = list_page(db, project_id, user_id, tier=tier, limit=limit)
     return page
+
+
+def has_current(db: Database, project_id: str, user_id: str) -> bool:
+    """Whether the user has any current memory (of any tier)."""
+    with db.read(project_id) as cur:
+        cur.execute("SELECT EXISTS (SELECT 1 FROM memories WHERE project_id = %s AND user_id = %s"
+                    " AND superseded_at IS NULL) AS found", (project_id, user_id))
+        return bool(cur.fetchone()["found"])
 
 
 def get_many(db: Database, project_id: str, memory_ids: list[str]) -> list[Memory]:

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from reverie.domain.outcomes import TierOutcome
-from reverie.domain.tiers import TIERS, Tier, TierStatus
+from reverie.domain.tiers import NARRATIVE, TIERS, Tier, TierStatus
 from reverie.store.db import ALL_PROJECTS, Database
 
 # An outcome a later delivery may replace: a failure. done and empty are final (exactly-once effect).
@@ -153,3 +153,103 @@ def recent_failures_all(db: Database, within_s: float) -> dict[str, dict[str, in
 def _per_tier(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     found = {r["tier"]: {"failed": int(r["failed"]), "dead": int(r["dead"])} for r in rows}
     return {t.value: found.get(t.value, {"failed": 0, "dead": 0}) for t in TIERS}
+
+
+def recent_of_user(cur, project_id: str, user_id: str, limit: int) -> list[tuple[str, datetime]]:
+    """The user's jobs with an outcome in some tier, the most recently recorded first (at most `limit`): (job id,
+    when a tier last recorded it)."""
+    cur.execute(
+        "SELECT job_id, max(processed_at) FROM processed_jobs WHERE project_id = %s AND user_id = %s GROUP BY job_id"
+        " ORDER BY max(processed_at) DESC, job_id DESC LIMIT %s",
+        (project_id, user_id, limit),
+    )
+    return [(job_id, at) for job_id, at in cur.fetchall()]
+
+
+def recorded_of_user(cur, project_id: str, user_id: str, job_ids: Sequence[str]) -> set[str]:
+    """Which of these jobs of the user have an outcome in some tier."""
+    if not job_ids:
+        return set()
+    cur.execute("SELECT DISTINCT job_id FROM processed_jobs WHERE project_id = %s AND user_id = %s"
+                " AND job_id = ANY(%s)", (project_id, user_id, list(job_ids)))
+    return {row[0] for row in cur.fetchall()}
+
+
+def rows_of_user_jobs(cur, project_id: str, user_id: str, job_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """Each tier's outcome row of these jobs of the user, by job id (as `job_rows` reads one job's)."""
+    if not job_ids:
+        return {}
+    cur.execute(
+        "SELECT job_id, tier, status, added, updated, superseded, reason, error, processed_at FROM processed_jobs"
+        " WHERE project_id = %s AND user_id = %s AND job_id = ANY(%s)",
+        (project_id, user_id, list(job_ids)),
+    )
+    columns = [c[0] for c in cur.description]
+    found: dict[str, list[dict[str, Any]]] = {}
+    for row in cur.fetchall():
+        record = dict(zip(columns, row, strict=True))
+        found.setdefault(record.pop("job_id"), []).append(record)
+    return found
+
+
+# ---------------------------------------------------------------- narrative jobs
+# A narrative job's outcome is recorded here too, under the name NARRATIVE (no tier has it): its status answers
+# from the same row, the forget and the export find it with the user's other outcomes, the DLQ listing reads its
+# error. done and empty are final; failed and dead are replaced by a later delivery's outcome.
+
+
+def narrative_outcome(cur, project_id: str, job_id: str) -> dict[str, Any] | None:
+    """A narrative job's recorded outcome: {status, reason, error, processed_at}, or None."""
+    cur.execute("SELECT status, reason, error, processed_at FROM processed_jobs WHERE project_id = %s"
+                " AND job_id = %s AND tier = %s", (project_id, job_id, NARRATIVE))
+    row = cur.fetchone()
+    return dict(zip(("status", "reason", "error", "processed_at"), row, strict=True)) if row else None
+
+
+def write_narrative_outcome(cur, project_id: str, user_id: str, job_id: str, status: TierStatus, *,
+                            made_at: datetime, reason: str | None = None, error: str | None = None) -> None:
+    """Record a narrative job's outcome, unless it already succeeded, or its user was forgotten since it was made
+    (a forgotten user's jobs leave no row)."""
+    cur.execute(
+        "INSERT INTO processed_jobs AS p (job_id, tier, project_id, user_id, status, reason, error)"
+        " SELECT %s, %s, %s, %s, %s, %s, %s WHERE NOT EXISTS (SELECT 1 FROM user_tombstones t"
+        " WHERE t.project_id = %s AND t.user_id = %s AND t.forgotten_at >= %s)"
+        " ON CONFLICT (project_id, job_id, tier) DO UPDATE SET status = excluded.status, reason = excluded.reason,"
+        " error = excluded.error, processed_at = now() WHERE p.status IN %s",
+        (job_id, NARRATIVE, project_id, user_id, TierStatus(status).value, reason, (error or None) and error[:2000],
+         project_id, user_id, made_at, _REPLACEABLE),
+    )
+
+
+def last_narrative_outcome(db: Database, project_id: str, user_id: str) -> dict[str, Any] | None:
+    """The user's most recently recorded narrative job: {job_id, status, reason, error, processed_at}, or None."""
+    with db.read(project_id) as cur:
+        cur.execute("SELECT job_id, status, reason, error, processed_at FROM processed_jobs WHERE project_id = %s"
+                    " AND user_id = %s AND tier = %s ORDER BY processed_at DESC LIMIT 1",
+                    (project_id, user_id, NARRATIVE))
+        row = cur.fetchone()
+        return dict(row) if row else None
+
+
+def recorded(db: Database, project_id: str, job_ids: Sequence[str]) -> set[str]:
+    """Which of these jobs some tier has recorded an outcome of: proof that they were published."""
+    if not job_ids:
+        return set()
+    with db.read(project_id) as cur:
+        cur.execute("SELECT DISTINCT job_id FROM processed_jobs WHERE project_id = %s AND job_id = ANY(%s)",
+                    (project_id, list(job_ids)))
+        return {row["job_id"] for row in cur.fetchall()}
+
+
+def learned(db: Database, project_id: str, user_id: str, job_ids: Sequence[str]) -> set[str]:
+    """Which of these jobs of the user every tier has learned (done or empty): what recall no longer shows as said
+    but not yet learned. One read."""
+    if not job_ids:
+        return set()
+    with db.read(project_id) as cur:
+        cur.execute(
+            "SELECT job_id FROM processed_jobs WHERE project_id = %s AND user_id = %s AND job_id = ANY(%s)"
+            " AND status IN ('done', 'empty') GROUP BY job_id HAVING count(*) = %s",
+            (project_id, user_id, list(job_ids), len(TIERS)),
+        )
+        return {row["job_id"] for row in cur.fetchall()}

@@ -18,6 +18,12 @@ def lock_user_tier(cur, project_id: str, user_id: str, tier: Tier) -> None:
                 (f"reflect:{project_id}:{user_id}:{Tier(tier).value}",))
 
 
+def lock_user_narratives(cur, project_id: str, user_id: str) -> None:
+    """Serialise a new narrative version of one user with a forget of that user (which takes it too) until commit:
+    the version is written before the forget (which deletes it), or finds its tombstone."""
+    cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"narrative:{project_id}:{user_id}",))
+
+
 def forgotten_at(cur, project_id: str, user_id: str) -> datetime | None:
     cur.execute("SELECT forgotten_at FROM user_tombstones WHERE project_id = %s AND user_id = %s",
                 (project_id, user_id))

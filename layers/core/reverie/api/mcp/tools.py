@@ -1,9 +1,9 @@
-"""The seven MCP memory tools, each defined once by its arguments model, and the server that offers them.
+"""The eight MCP memory tools, each defined once by its arguments model, and the server that offers them.
 
 A backend implements one method per tool, `name(user_id, args) -> dict`, where `args` is the tool's model,
 already validated: `StoreTools` here (the memory API's operations, bound to the API key's project) and, for
 the stdio server of the development package, one over the HTTP API. Names and required parameters follow
-OpenMemory's, so its users can switch without changing clients.
+OpenMemory's, so its users can switch without changing clients; `add_turn` (POST /v1/turns) has no counterpart there.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -30,7 +31,10 @@ from reverie.api.schemas import (
     check_user_id,
     parse,
 )
+from reverie.chat.schemas import RecordTurnRequest
+from reverie.chat.turn import record_turn
 from reverie.domain.fields import MAX_PAGE_SIZE, canonical_uuid, storable_text
+from reverie.jobs import narratives as narrative_jobs
 from reverie.store import memories as memory_rows
 
 logger = logging.getLogger(__name__)
@@ -88,6 +92,20 @@ class GetContext(BaseModel):
     max_tokens: Annotated[int | None, Field(ge=1, description="Token budget for the whole block.")] = None
 
 
+class SaidMessage(BaseModel):
+    role: Annotated[Literal["user", "assistant", "system"], Field(description="Who said it.")]
+    content: Annotated[str, Field(min_length=1, description="What was said.")]
+
+
+class AddTurn(BaseModel):
+    messages: Annotated[list[SaidMessage], Field(
+        min_length=1, description="The exchange as it happened, in order: the user's message and your reply.")]
+    session_id: Annotated[str, Field(
+        min_length=1, description="The conversation's id: the turn joins its recent turns.")] = "mcp"
+    metadata: Annotated[dict[str, Any] | None, Field(
+        description="Optional JSON metadata to keep with the turn.")] = None
+
+
 @dataclass(frozen=True)
 class Tool:
     name: str
@@ -118,8 +136,13 @@ TOOLS: tuple[Tool, ...] = (
          "Answer a complex question (multi-step, over time, or across topics) by reasoning over all memory tiers; "
          "slower than ask_memory.", _READ_ONLY),
     Tool("get_context", GetContext,
-         "Get a ready-made context block for this user (profile narrative, rules, relevant memories, recent turns) "
-         "within a token budget; call it at the start of a conversation.", _READ_ONLY),
+         "Get a ready-made context block for this user (profile narrative, rules, relevant memories, recent turns, "
+         "and what they said lately that is not learned yet) within a token budget; call it at the start of a "
+         "conversation.", _READ_ONLY),
+    Tool("add_turn", AddTurn,
+         "Record a conversation turn as it happened (the user's message and your reply), so it joins the recent turns "
+         "at once and is learned like a chat turn; call it after each reply.",
+         ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)),
 )
 TOOL_NAMES = tuple(t.name for t in TOOLS)
 
@@ -131,7 +154,7 @@ ToolsForRequest = Callable[[], tuple[Any, str | None]]
 
 
 def build_mcp_server(tools_for_request: ToolsForRequest) -> MCPServer:
-    """The SDK server with the seven tools; `tools_for_request` says whom each call acts on."""
+    """The SDK server with the eight tools; `tools_for_request` says whom each call acts on."""
     server = MCPServer("reverie", title="Reverie memory", instructions=_INSTRUCTIONS, version="0.1.0",
                        log_level="WARNING")
     for tool in TOOLS:
@@ -232,6 +255,8 @@ class StoreTools:
             # id in another form than ids are given out in (urn:uuid:..., braces) is not found.
             canonical = canonical_uuid(memory_id)
             memory = canonical and memory_rows.get(self.clients.db, self.project_id, canonical)
+            if memory and memory.user_id == user_id:  # its narratives go too: their hot copy first (as DELETE does)
+                narrative_jobs.drop(self.clients, self.project_id, user_id, began_at=time.time())
             if not memory or memory.user_id != user_id or not memory_rows.delete(
                 self.clients.db, self.project_id, canonical
             ):
@@ -255,3 +280,11 @@ class StoreTools:
         if args.max_tokens is not None:
             data["max_tokens"] = args.max_tokens
         return memories.context(self.clients, self.project_id, parse(ContextQuery, data)).model_dump(mode="json")
+
+    def add_turn(self, user_id: str, args: AddTurn) -> dict:
+        # No model call: the POST /mcp request counted in the request budget, as POST /v1/turns does.
+        request = parse(RecordTurnRequest, {
+            "user_id": user_id, "session_id": args.session_id, "messages": [m.model_dump() for m in args.messages],
+            "metadata": args.metadata or {},
+        })
+        return record_turn(self.clients, self.project_id, request).model_dump(mode="json")
