@@ -50,7 +50,7 @@ bench-reflect: setup
 # LoCoMo evidence recall@k; pass another copy of the data set with LOCOMO=path/to/locomo10.json
 LOCOMO ?= ../shared/eval/locomo-dev.json
 bench-recall: setup
-	$(BIN)/python bench/recall_eval.py $(LOCOMO)
+	$(BIN)/python bench/locomo.py $(LOCOMO)
 
 # How often the cheap check before a reflection call is wrong, against LoCoMo's annotated facts: bench/results/check.json
 bench-check: setup

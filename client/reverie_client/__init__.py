@@ -233,14 +233,18 @@ class ReverieClient:
         *,
         infer: bool = True,
         metadata: dict[str, Any] | None = None,
+        tier: str | None = None,
+        session_id: str | None = None,
     ) -> dict[str, Any]:
-        """POST /v1/memories: infer=True answers {job_id} (202); infer=False stores as is, {memories} (201).
+        """POST /v1/memories: infer=True answers {job_id} (202); infer=False stores as is, in `tier` (semantic unless
+        given), {memories} (201). `session_id` groups memories said together (search lifts a hit's neighbours).
 
         `messages` may be a plain string, taken as one user message.
         """
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
-        body = _drop_none({"user_id": user_id, "messages": messages, "infer": infer, "metadata": metadata})
+        body = _drop_none({"user_id": user_id, "messages": messages, "infer": infer, "metadata": metadata,
+                           "tier": tier, "session_id": session_id})
         return self._request("POST", "/v1/memories", body=body)
 
     def list_memories(

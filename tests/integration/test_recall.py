@@ -24,15 +24,18 @@ from tests.support.narratives import queued_narratives
 pytestmark = pytest.mark.integration
 
 
-def test_search_fuses_meaning_and_words(clients, project):
+def test_search_blends_meaning_and_words(clients, project):
     p = project.project_id
     by_words = remember(clients, p, "ana", "Ana's sister Rosa lives in Lisbon", embed=False)
     by_both = remember(clients, p, "ana", "Rosa, Ana's sister, moved to Lisbon last spring")
-    remember(clients, p, "ana", "Ana is learning the cello")
-    found = recall.search(clients, p, "ana", "Where does my sister Rosa live?", limit=5)
-    ids = [m.id for m in found]
-    assert ids[0] == by_both and by_words in ids
+    unrelated = remember(clients, p, "ana", "Ana is learning the cello")
+    query = "Where does my sister Rosa live?"
+    found = recall.search(clients, p, "ana", query, limit=5)
+    assert [m.id for m in found] == [by_words, by_both, unrelated]
     assert found == sorted(found, key=lambda m: -m.score)
+    # Give the vector list all the weight and the memory it holds alone comes first.
+    with swapped(clients, search_vector_weight=1.0):
+        assert recall.search(clients, p, "ana", query, limit=5)[0].id == by_both
 
 
 def test_the_vector_half_returns_exactly_the_users_own_nearest_rows(clients, project):
@@ -90,10 +93,56 @@ def test_rank_with_a_held_embedding_searches_by_either_half_or_both(clients, pro
     assert {m.id for m in text_only} == {by_words, by_both}
     assert [m.id for m in vector_only] == [by_both]
     assert [m.id for m in hybrid] == [by_both, by_words]
-    text_rank = [m.id for m in text_only].index(by_both) + 1
-    assert hybrid[0].score == pytest.approx(1 / (recall.RRF_K + 1) + 1 / (recall.RRF_K + text_rank))
-    muted = recall.rank(clients.db, p, "ana", query=query, embedding=embedding, limit=5, text_weight=0.0)
-    assert muted[0].id == by_both and muted[0].score == pytest.approx(1 / (recall.RRF_K + 1))
+    # By the vector list alone, the one memory it holds scores 1; by words alone, the order of the words.
+    vector_weighed = recall.rank(clients.db, p, "ana", query=query, embedding=embedding, limit=5, vector_weight=1.0)
+    assert vector_weighed[0].id == by_both and vector_weighed[0].score == pytest.approx(1.0)
+    text_weighed = recall.rank(clients.db, p, "ana", query=query, embedding=embedding, limit=5, vector_weight=0.0)
+    assert [m.id for m in text_weighed] == [m.id for m in text_only]
+
+
+def test_a_rare_word_of_the_question_outweighs_a_common_one(clients, project):
+    # ts_rank_cd scored each of these one matching word alike; BM25 weighs "adoption" (one memory) far above
+    # "Caroline" (all the others).
+    p = project.project_id
+    for day in range(8):
+        remember(clients, p, "mel", f"Caroline talked about the weather on day {day}", embed=False)
+    rare = remember(clients, p, "mel", "She is researching adoption agencies", embed=False)
+    found = memory_search.matching(clients.db, p, "mel", "What did Caroline say about adoption?", k=10)
+    assert found[0].id == rare and len(found) == 9
+    assert found[0].score > 2 * found[1].score
+    assert [h.score for h in found] == sorted((h.score for h in found), reverse=True)
+
+
+def test_a_hit_lifts_the_turns_stored_beside_it_in_its_session(clients, project):
+    p = project.project_id
+    before = remember(clients, p, "mel", "Caroline: guess where I went yesterday", Tier.EPISODIC, embed=False,
+                      session_id="s1")
+    hit = remember(clients, p, "mel", "Caroline: the LGBTQ support group meeting", Tier.EPISODIC, embed=False,
+                   session_id="s1")
+    after = remember(clients, p, "mel", "Melanie: that sounds powerful, how did it feel?", Tier.EPISODIC,
+                     embed=False, session_id="s1")
+    remember(clients, p, "mel", "Melanie: painting with my kids today", Tier.EPISODIC, embed=False, session_id="s1")
+    remember(clients, p, "mel", "Caroline: hello again", Tier.EPISODIC, embed=False, session_id="s2")
+    remember(clients, p, "mel", "Caroline: a fact with no session", Tier.SEMANTIC, embed=False)
+
+    found = recall.search(clients, p, "mel", "support group", limit=10)
+    assert [m.id for m in found[:1]] == [hit]
+    # The neighbours match no word and carry no vector: they are there for being beside the hit, at half its score.
+    assert {m.id for m in found} == {hit, before, after}
+    assert all(m.score == pytest.approx(found[0].score / 2) for m in found[1:])
+
+    lonely = recall.search(clients, p, "mel", "support group", limit=10, tiers=[Tier.SEMANTIC])
+    assert lonely == []
+    with swapped(clients, search_neighbour_weight=0.0):
+        assert [m.id for m in recall.search(clients, p, "mel", "support group", limit=10)] == [hit]
+
+
+def test_the_vector_half_ignores_vectors_of_another_model(clients, project):
+    p = project.project_id
+    ours = remember(clients, p, "ana", "Ana adopted a grey cat named Miso")
+    remember(clients, p, "ana", "Ana adopted a grey cat named Miso too", embedding_model="another-model-v2")
+    hits, embedded = recall.vector_hits(clients, p, "ana", "adopted cat Miso", tiers=recall.SEARCH_TIERS)
+    assert embedded and [h.id for h in hits] == [ours]
 
 
 def test_search_is_scoped_to_the_project_and_user(clients, project):

@@ -344,6 +344,9 @@ def to_response(answer: Any) -> Response:
 # ---------------------------------------------------------------- the HTTP server
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # The headers and the body leave in two writes; with Nagle's algorithm the second waits for the client's delayed
+    # ACK (40 ms on Linux) on a kept-alive connection. API Gateway does not add that wait, so neither may we.
+    disable_nagle_algorithm = True
     server_version = "reverie-local"
     gateway: ApiGateway  # set on the subclass made per server
 

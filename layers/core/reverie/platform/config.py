@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     # Recall and context.
     recall_limit: int = 8
     recall_max_tokens: int = 1500
+    # Hybrid search (reverie.chat.recall): the vector list's share of a candidate's score (the full-text list has the
+    # rest); unset, the embedding model's default (0.2 for the offline hashed embeddings, 0.5 for an endpoint's).
+    # And the share of a hit's score its session neighbours (the memories stored just before and after) gain.
+    search_vector_weight: float | None = Field(default=None, ge=0, le=1)
+    search_neighbour_weight: float = Field(default=0.5, ge=0, le=1)
     # What the user said and the tiers have not learned yet (reverie.cache.pending), recalled across sessions: the
     # newest turns kept per user, and how long the list lives after the user's last turn.
     pending_max_turns: int = Field(default=50, ge=0, le=500)

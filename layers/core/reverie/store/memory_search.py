@@ -1,5 +1,5 @@
 """Ranked lookups over the memories table: the two halves of a hybrid search (nearest by vector, matching by
-full text), reading the winners, and the candidates a new item is reconciled against."""
+BM25), reading the winners with their session neighbours, and the candidates a new item is reconciled against."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from psycopg2.extras import Json
 
-from reverie.domain.memory import Memory
+from reverie.domain.memory import Memory, ScoredMemory
 from reverie.domain.tiers import Tier
 from reverie.store.db import Database, vector_literal
 from reverie.store.memories import COLUMNS, as_memory, or_tsquery
@@ -18,50 +18,115 @@ from reverie.store.memories import COLUMNS, as_memory, or_tsquery
 
 @dataclass(frozen=True)
 class Ranked:
-    """One hit of a ranked lookup: what fusion needs (the id, and the recorded_at its tie-break prefers), and
-    for a vector hit its distance (to merge scans of several tiers)."""
+    """One hit of a ranked lookup: its id, the recorded_at a tie-break prefers, and its score on the list's own
+    scale: the cosine distance of a vector hit (smaller is nearer), the BM25 score of a full-text hit."""
 
     id: str
     recorded_at: datetime
     distance: float | None = None
+    score: float | None = None
+
+
+# BM25's usual constants: k1, how soon a repeated word stops adding; b, how much a long memory is discounted.
+BM25_K1 = 1.2
+BM25_B = 0.75
 
 
 def nearest(
     db: Database, project_id: str, user_id: str, embedding: list[float], *, k: int,
     tiers: Sequence[Tier] | None = None, filters: dict[str, Any] | None = None, as_of: datetime | None = None,
+    embedding_model: str | None = None,
 ) -> list[Ranked]:
-    """The user's `k` memories nearest to `embedding` by cosine distance, best first.
+    """The user's `k` memories nearest to `embedding` by cosine distance, best first; with `embedding_model`, only
+    vectors of that model (another model's vectors live in another space).
 
     Exact distances over the user's own rows (no global vector index: filtered to one user it keeps almost none
-    of that user's rows), on the half-precision copies in the covering index of migration 0004."""
+    of that user's rows), on the half-precision copies in the covering index of migration 0009."""
     where, params = _scope(project_id, user_id, tiers, filters, as_of)
-    params.update(qvec=vector_literal(embedding), k=k)
+    params.update(qvec=vector_literal(embedding), k=k, model=embedding_model)
+    same_model = "" if embedding_model is None else " AND embedding_model = %(model)s"
     with db.read(project_id, cursor_factory=None) as cur:
         cur.execute(
             f"SELECT id::text, recorded_at, embedding_half <=> %(qvec)s::halfvec AS d FROM memories"
-            f" WHERE {where} AND embedding_half IS NOT NULL ORDER BY d LIMIT %(k)s",
+            f" WHERE {where}{same_model} AND embedding_half IS NOT NULL ORDER BY d LIMIT %(k)s",
             params,
         )
-        return [Ranked(row[0], row[1], row[2]) for row in cur.fetchall()]
+        return [Ranked(row[0], row[1], distance=row[2]) for row in cur.fetchall()]
 
 
 def matching(
     db: Database, project_id: str, user_id: str, query: str, *, k: int,
     tiers: Sequence[Tier] | None = None, filters: dict[str, Any] | None = None, as_of: datetime | None = None,
 ) -> list[Ranked]:
-    """The user's `k` memories that best match any word of `query` (full text, ts_rank_cd), best first."""
+    """The user's `k` memories that best match the words of `query` by BM25, best first.
+
+    Postgres's own ranks (ts_rank, ts_rank_cd) do not weigh a word by how rare it is, so "Caroline" (in half of a
+    user's memories) counts as much as "adoption" (in three). BM25 does: each query word that a memory holds adds
+    its inverse document frequency, discounted for long memories. The statistics are the user's own, computed at
+    query time: the number of memories in scope (an index-only count), and over the memories that match any word,
+    each word's document frequency and the average length (close enough to the scope's, without reading every row).
+    A word counts once per memory (tsvector length counts distinct words): memories are short."""
     terms = or_tsquery(query)
     if not terms:
         return []
     where, params = _scope(project_id, user_id, tiers, filters, as_of)
-    params.update(terms=terms, k=k)
+    params.update(query=query, terms=terms, k=k, k1=BM25_K1, b=BM25_B)
     with db.read(project_id, cursor_factory=None) as cur:
         cur.execute(
-            f"SELECT id::text, recorded_at, ts_rank_cd(tsv, q) AS r FROM memories, to_tsquery('english', %(terms)s) q"
-            f" WHERE {where} AND tsv @@ q ORDER BY r DESC LIMIT %(k)s",
+            "WITH q AS (SELECT DISTINCT lexeme FROM unnest(tsvector_to_array(to_tsvector('english', %(query)s)))"
+            " AS lexeme),"
+            f" hit AS MATERIALIZED (SELECT id, recorded_at, tsv, length(tsv) AS dl FROM memories"
+            f"  WHERE {where} AND tsv @@ to_tsquery('english', %(terms)s)),"
+            " scope AS MATERIALIZED (SELECT count(*) AS n, (SELECT avg(dl) FROM hit) AS avgdl"
+            f"  FROM memories WHERE {where}),"
+            " df AS (SELECT q.lexeme, count(*) AS df FROM q JOIN hit ON hit.tsv @@ quote_literal(q.lexeme)::tsquery"
+            "  GROUP BY q.lexeme)"
+            " SELECT hit.id::text, hit.recorded_at,"
+            "  sum(ln(1 + (scope.n - df.df + 0.5) / (df.df + 0.5)) * (%(k1)s + 1)"
+            "      / (1 + %(k1)s * (1 - %(b)s + %(b)s * hit.dl / scope.avgdl))) AS bm25"
+            " FROM hit JOIN df ON hit.tsv @@ quote_literal(df.lexeme)::tsquery, scope"
+            " GROUP BY hit.id, hit.recorded_at ORDER BY bm25 DESC, hit.recorded_at DESC, hit.id LIMIT %(k)s",
             params,
         )
-        return [Ranked(row[0], row[1]) for row in cur.fetchall()]
+        return [Ranked(row[0], row[1], score=float(row[2])) for row in cur.fetchall()]
+
+
+def best(
+    db: Database, project_id: str, user_id: str, scores: dict[str, float], *, limit: int, neighbour_weight: float,
+    tiers: Sequence[Tier] | None = None, filters: dict[str, Any] | None = None, as_of: datetime | None = None,
+) -> list[ScoredMemory]:
+    """The `limit` best memories, read in full with their scores, best first: each candidate keeps its score, and
+    the memory stored just before it and just after it in its session (same tier, same scope) gains
+    `neighbour_weight` times it. Ties go to the newer memory, then to the smaller id. One statement."""
+    if not scores:
+        return []
+    where, params = _scope(project_id, user_id, tiers, filters, as_of)
+    params.update(ids=list(scores), scores=list(scores.values()), beta=neighbour_weight, limit=limit)
+    side = ("(SELECT id FROM memories WHERE {where} AND tier = hit.tier AND session_id = hit.session_id"
+            " AND seq {op} hit.seq ORDER BY seq {order} LIMIT 1)")
+    with db.read(project_id) as cur:
+        cur.execute(
+            "WITH candidate AS (SELECT * FROM unnest(%(ids)s::uuid[], %(scores)s::float8[]) AS c(id, score)),"
+            " hit AS (SELECT m.id, m.tier, m.session_id, m.seq, candidate.score FROM memories m"
+            "  JOIN candidate ON candidate.id = m.id WHERE m.project_id = %(project)s AND m.user_id = %(user)s"
+            "  AND m.session_id IS NOT NULL AND %(beta)s > 0),"
+            " lifted AS (SELECT id, score FROM candidate"
+            "  UNION ALL SELECT beside.id, %(beta)s * hit.score FROM hit CROSS JOIN LATERAL ("
+            f"   {side.format(where=where, op='<', order='DESC')} UNION ALL"
+            f"   {side.format(where=where, op='>', order='ASC')}) beside),"
+            " total AS (SELECT id, sum(score) AS score FROM lifted GROUP BY id)"
+            f" SELECT {COLUMNS}, total.score FROM memories JOIN total USING (id)"
+            " WHERE project_id = %(project)s AND user_id = %(user)s"
+            " ORDER BY total.score DESC, recorded_at DESC, id LIMIT %(limit)s",
+            params,
+        )
+        rows = cur.fetchall()
+    found = []
+    for row in rows:
+        row = dict(row)
+        score = row.pop("score")
+        found.append(ScoredMemory(**dict(as_memory(row)), score=score))
+    return found
 
 
 def fetch(db: Database, project_id: str, user_id: str, ids: Sequence[str]) -> list[Memory]:
