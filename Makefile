@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 DEV_ARGS ?=
 
-.PHONY: setup dev dev-reset test test-unit lint layer bench bench-chat bench-reflect bench-recall bench-check bench-vector bench-narrative bench-faults screenshots deploy clean
+.PHONY: setup dev dev-reset test test-unit lint layer bench bench-report bench-scale bench-coldstart bench-chat bench-reflect bench-recall bench-check bench-vector bench-narrative bench-faults screenshots deploy clean
 
 setup: $(STAMP)
 
@@ -39,7 +39,21 @@ lint: setup
 layer: setup
 	$(BIN)/python -m reverie_dev.layer
 
-bench: bench-chat bench-reflect
+# Every benchmark, then the table of their figures against the targets: bench/results/README.md. Each runs alone too.
+bench: bench-chat bench-reflect bench-recall bench-check bench-vector bench-narrative bench-faults bench-scale \
+		bench-coldstart layer
+	$(MAKE) bench-report
+
+bench-report: setup
+	$(BIN)/python bench/report.py
+
+# 10k, 100k and 1M memories over 1,000 users and a heavy user of 100k: bench/results/scale.json
+bench-scale: setup
+	$(BIN)/python bench/scale.py
+
+# Each function's cold import and first invocation, in a fresh process: bench/results/coldstart.json
+bench-coldstart: setup
+	$(BIN)/python bench/coldstart.py
 
 bench-chat: setup
 	$(BIN)/python bench/chat.py

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                      "rank_vector_only_top10": timings(ranked, args.queries)}
         admin.cursor().execute("CREATE INDEX full_vectors ON memories (project_id, user_id, tier)"
                                " INCLUDE (id, recorded_at, embedding) WHERE superseded_at IS NULL")
-        admin.cursor().execute("DROP INDEX memories_user_half_vectors")
+        admin.cursor().execute("DROP INDEX memories_user_half_vectors_by_model")
         admin.cursor().execute("VACUUM ANALYZE memories")
         search_ms["full_precision_covering_index"] = timings(nearest_full, args.queries)
         admin.cursor().execute("DROP INDEX full_vectors")

@@ -159,6 +159,36 @@ def cmd_backfill_narratives(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reembed(args: argparse.Namespace) -> int:
+    """Embed a project's memories again with the deployed embedding model, an invocation's share at a time."""
+    from reverie_dev import admin, backfill
+
+    if args.region and not args.stack:
+        raise CommandError("--region goes with --stack NAME (the local stack needs neither)")
+    invoke = admin.connect(stack=args.stack, region=args.region, data_dir=args.data_dir)
+    event = {"action": "embeddings.reembed", "project_id": args.project, "batch": args.batch}
+    answer = invoke(event)
+    done = int(answer["reembedded"])
+    progress = backfill.Progress(done + int(answer["remaining"]), label=f"re-embedding with {answer['model']}",
+                                 unit="memories")
+    try:
+        progress.advance(done, f"{answer['remaining']:,} left")
+        while answer.get("next_after") is not None:
+            answer = invoke({**event, "after": answer["next_after"]})
+            done += int(answer["reembedded"])
+            progress.advance(int(answer["reembedded"]), f"{answer['remaining']:,} left")
+    except KeyboardInterrupt:
+        progress.close()
+        print("Interrupted: run the same command again to go on (what was embedded again is skipped).",
+              file=sys.stderr)
+        return 130
+    progress.close()
+    left = int(answer["remaining"])
+    print(f"Project {args.project}: {done:,} memories embedded again with {answer['model']}; {left:,} left"
+          + (" (written or edited meanwhile: run it again)" if left else ""))
+    return 0
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from reverie_dev.local.runner import main_dev
 
@@ -271,6 +301,13 @@ def parser() -> argparse.ArgumentParser:
     bn.add_argument("--rate", type=float, default=20.0, help="jobs queued a second at most (default 20; 0: no limit)")
     bn.add_argument("--all", action="store_true", help="queue one for users whose narrative is up to date too")
     bn.set_defaults(func=cmd_backfill_narratives)
+
+    reembed = sub.add_parser("reembed", parents=[target], help="embed a project's memories again with the embedding "
+                             "model now deployed (after a change of model; resumable)")
+    reembed.add_argument("--project", required=True)
+    reembed.add_argument("--batch", type=int, default=100, choices=range(1, 1001), metavar="N",
+                         help="memories per embedding call (1-1000, default 100)")
+    reembed.set_defaults(func=cmd_reembed)
 
     dev = sub.add_parser("dev", help="run the whole system locally (API on localhost:3000)")
     dev.add_argument("--port", type=int, default=3000)

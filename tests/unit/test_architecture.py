@@ -20,7 +20,7 @@ ALLOWED = {
     "jobs": {"domain", "platform", "store", "cache"},
     "chat": {"domain", "platform", "llm", "store", "cache", "jobs"},
     "reflect": {"domain", "platform", "llm", "store", "jobs"},
-    "ops": {"domain", "platform", "store", "cache", "jobs"},
+    "ops": {"domain", "platform", "llm", "store", "cache", "jobs"},
     "forget": {"domain", "platform", "store", "cache"},
     "api": {"domain", "platform", "llm", "store", "cache", "jobs", "chat", "reflect", "ops", "forget"},
 }

@@ -40,7 +40,8 @@ def allocate(budget: int, demands: dict[str, int], shares: dict[str, float] = SH
         total = sum(weights.values())
         given = 0
         for name in wanting:
-            take = min(int(left * weights[name] / total), demands[name] - granted[name])
+            # The epsilon keeps a float's last bit (shares summing to 0.9999999999999999) from costing a token.
+            take = min(int(left * weights[name] / total + 1e-9), demands[name] - granted[name])
             granted[name] += take
             given += take
         if given == 0:

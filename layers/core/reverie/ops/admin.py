@@ -19,12 +19,16 @@ command drives it, against `make dev` or a deployed stack. An event names its ac
     {"action": "backfill.narratives", "project_id": "acme",              {users, queued, pending, current,
      "min_memories": 5, "after_user_id": null, "limit": 200,               total?, next_after_user_id}
      "all": false}
+    {"action": "embeddings.reembed", "project_id": "acme",               {model, reembedded, remaining, next_after}
+     "after": 0, "batch": 100}
 
 A backfill sends a batch of conversations (reverie.jobs.backfill): their jobs are published in order, those
 published before skipped; `done` says how many were handled within the invocation's time, and the caller sends
 the rest again. backfill.narratives queues a narrative job for each user with at least `min_memories` current
 memories whose narrative is missing or older than their memories (`current` counts the others; `all` queues theirs
 too), one pending per user (a user with a job pending counts as pending), a page of users at a time.
+embeddings.reembed embeds the project's memories again with the current embedding model (reverie.ops.reembed),
+from `after` on, within the invocation's time; `next_after` continues it (null: the walk is over).
 
 A key is shown once, when it is made; only its hash is stored. `keys` in a project's listing counts the keys
 that still work. A revoked key is refused everywhere within `refused_within_s` seconds (revocation_bound_s).
@@ -46,7 +50,7 @@ from reverie.domain.errors import Conflict, NotFound, ReverieError, UserForgotte
 from reverie.domain.fields import SAFE_ID_PATTERN
 from reverie.jobs import backfill
 from reverie.jobs import narratives as narrative_jobs
-from reverie.ops import status
+from reverie.ops import reembed, status
 from reverie.platform.observability import logger
 from reverie.store import narratives, projects
 from reverie.store.db import Database
@@ -249,6 +253,14 @@ def backfill_narratives(clients, fields: dict[str, Any]) -> dict[str, Any]:
             "current": current, "total": total, "next_after_user_id": last if more else None}
 
 
+def reembed_memories(clients, fields: dict[str, Any]) -> dict[str, Any]:
+    """Embed the project's memories of another model again, from `after` on, within BACKFILL_BUDGET_S."""
+    project_id = _known_project(clients.db, fields["project_id"])
+    batch = _count(fields, "batch", reembed.BATCH, 1, 1000)
+    after = _count(fields, "after", 0, 0, 2**62)
+    return reembed.reembed(clients, project_id, after=after, batch=batch, budget_s=BACKFILL_BUDGET_S).as_dict()
+
+
 def _flag(fields: dict[str, Any], name: str) -> bool:
     value = fields.get(name, False)
     if not isinstance(value, bool):
@@ -287,4 +299,5 @@ ACTIONS: dict[str, Action] = {
                                      optional=("include_forgotten",)),
     "backfill.narratives": Action(backfill_narratives, required=("project_id",),
                                   optional=("min_memories", "after_user_id", "limit", "all")),
+    "embeddings.reembed": Action(reembed_memories, required=("project_id",), optional=("after", "batch")),
 }

@@ -31,6 +31,7 @@ CALLS: dict[str, frozenset[str]] = {
     # drains the outbox to the topic, reads queue and DLQ depths (its metrics go out as log lines, EMF)
     "HealthProbeFunction": frozenset({READ_SECRET, "sns:Publish", "sqs:GetQueueAttributes"}),
     "MigrateFunction": frozenset({READ_SECRET}),
-    # ops.status reads queue and DLQ depths; backfill.conversations publishes jobs, backfill.narratives queues them
+    # ops.status reads queue and DLQ depths; backfill.conversations publishes jobs, backfill.narratives queues them;
+    # embeddings.reembed reads the model's key
     "AdminFunction": frozenset({READ_SECRET, "sqs:GetQueueAttributes", "sns:Publish", "sqs:SendMessage"}),
 }

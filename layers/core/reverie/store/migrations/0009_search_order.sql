@@ -12,3 +12,6 @@ CREATE INDEX memories_session_order ON memories (project_id, user_id, tier, sess
 CREATE INDEX memories_user_half_vectors_by_model ON memories (project_id, user_id, tier)
     INCLUDE (id, recorded_at, embedding_model, embedding_half) WHERE superseded_at IS NULL;
 DROP INDEX IF EXISTS memories_user_half_vectors;
+
+-- Re-embedding a project (reverie.ops.reembed) walks its memories in stored order, a batch at a time.
+CREATE INDEX memories_project_order ON memories (project_id, seq);
