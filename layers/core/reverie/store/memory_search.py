@@ -72,20 +72,23 @@ def matching(
     where, params = _scope(project_id, user_id, tiers, filters, as_of)
     params.update(query=query, terms=terms, k=k, k1=BM25_K1, b=BM25_B)
     with db.read(project_id, cursor_factory=None) as cur:
+        # Each matching row is read once: its length and which query words it holds (no tsvector is kept, so the
+        # set stays in memory); the words' frequencies come from those lists. float8 throughout: numeric is slow.
         cur.execute(
-            "WITH q AS (SELECT DISTINCT lexeme FROM unnest(tsvector_to_array(to_tsvector('english', %(query)s)))"
-            " AS lexeme),"
-            f" hit AS MATERIALIZED (SELECT id, recorded_at, tsv, length(tsv) AS dl FROM memories"
+            "WITH q AS MATERIALIZED (SELECT lexeme, quote_literal(lexeme)::tsquery AS tq FROM ("
+            "  SELECT DISTINCT lexeme FROM unnest(tsvector_to_array(to_tsvector('english', %(query)s))) AS lexeme) w),"
+            " hit AS MATERIALIZED (SELECT id, recorded_at, length(tsv)::float8 AS dl,"
+            "  ARRAY(SELECT q.lexeme FROM q WHERE tsv @@ q.tq) AS words FROM memories"
             f"  WHERE {where} AND tsv @@ to_tsquery('english', %(terms)s)),"
-            " scope AS MATERIALIZED (SELECT count(*) AS n, (SELECT avg(dl) FROM hit) AS avgdl"
+            " scope AS MATERIALIZED (SELECT count(*)::float8 AS n, (SELECT avg(dl) FROM hit) AS avgdl"
             f"  FROM memories WHERE {where}),"
-            " df AS (SELECT q.lexeme, count(*) AS df FROM q JOIN hit ON hit.tsv @@ quote_literal(q.lexeme)::tsquery"
-            "  GROUP BY q.lexeme)"
+            " idf AS MATERIALIZED (SELECT word, ln(1.0 + (scope.n - count(*) + 0.5) / (count(*) + 0.5)) AS idf"
+            "  FROM hit CROSS JOIN unnest(hit.words) AS word, scope GROUP BY word, scope.n)"
             " SELECT hit.id::text, hit.recorded_at,"
-            "  sum(ln(1 + (scope.n - df.df + 0.5) / (df.df + 0.5)) * (%(k1)s + 1)"
-            "      / (1 + %(k1)s * (1 - %(b)s + %(b)s * hit.dl / scope.avgdl))) AS bm25"
-            " FROM hit JOIN df ON hit.tsv @@ quote_literal(df.lexeme)::tsquery, scope"
-            " GROUP BY hit.id, hit.recorded_at ORDER BY bm25 DESC, hit.recorded_at DESC, hit.id LIMIT %(k)s",
+            "  (SELECT sum(idf.idf) FROM idf WHERE idf.word = ANY(hit.words)) * (%(k1)s::float8 + 1.0)"
+            "  / (1.0 + %(k1)s::float8 * (1.0 - %(b)s::float8 + %(b)s::float8 * hit.dl / scope.avgdl)) AS bm25"
+            " FROM hit, scope WHERE cardinality(hit.words) > 0"
+            " ORDER BY bm25 DESC, hit.recorded_at DESC, hit.id LIMIT %(k)s",
             params,
         )
         return [Ranked(row[0], row[1], score=float(row[2])) for row in cur.fetchall()]
