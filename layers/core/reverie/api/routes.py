@@ -10,7 +10,6 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
 
 from reverie.api import inspector, jobs, memories, openapi, users
-from reverie.api.mcp import transport
 from reverie.api.resolver import JSON, make_resolver, project_id
 from reverie.api.schemas import (
     AddMemoriesRequest,
@@ -274,6 +273,8 @@ def openapi_document() -> dict:
 
 @app.route("/mcp", method=["GET", "POST", "DELETE"], include_in_schema=False)
 def mcp():
+    from reverie.api.mcp import transport  # the MCP SDK (half a second to import) only where it is used
+
     answer = transport.serve_apigw(clients(), project_id(app), app.current_event.raw_event)
     headers = {k: v for k, v in answer.headers.items() if k != "content-length"}  # API Gateway sets its own
     return Response(answer.status, None, answer.body.decode("utf-8"), headers=headers)

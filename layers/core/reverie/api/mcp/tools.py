@@ -14,9 +14,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
@@ -36,6 +35,9 @@ from reverie.chat.turn import record_turn
 from reverie.domain.fields import MAX_PAGE_SIZE, canonical_uuid, storable_text
 from reverie.jobs import narratives as narrative_jobs
 from reverie.store import memories as memory_rows
+
+if TYPE_CHECKING:
+    from mcp.server.mcpserver import MCPServer
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +157,9 @@ ToolsForRequest = Callable[[], tuple[Any, str | None]]
 
 def build_mcp_server(tools_for_request: ToolsForRequest) -> MCPServer:
     """The SDK server with the eight tools; `tools_for_request` says whom each call acts on."""
+    # The MCP server stack is imported on the first /mcp request, not in every cold start of the memory API.
+    from mcp.server.mcpserver import MCPServer
+
     server = MCPServer("reverie", title="Reverie memory", instructions=_INSTRUCTIONS, version="0.1.0",
                        log_level="WARNING")
     for tool in TOOLS:
