@@ -109,18 +109,21 @@ def best(
             " AND seq {op} hit.seq ORDER BY seq {order} LIMIT 1)")
     with db.read(project_id) as cur:
         cur.execute(
-            "WITH candidate AS (SELECT * FROM unnest(%(ids)s::uuid[], %(scores)s::float8[]) AS c(id, score)),"
-            " hit AS (SELECT m.id, m.tier, m.session_id, m.seq, candidate.score FROM memories m"
-            "  JOIN candidate ON candidate.id = m.id WHERE m.project_id = %(project)s AND m.user_id = %(user)s"
-            "  AND m.session_id IS NOT NULL AND %(beta)s > 0),"
+            # Every row is reached by its id (a lateral lookup on the primary key), never by scanning the user's.
+            "WITH candidate AS MATERIALIZED (SELECT * FROM unnest(%(ids)s::uuid[], %(scores)s::float8[])"
+            "  AS c(id, score)),"
+            " hit AS MATERIALIZED (SELECT m.id, m.tier, m.session_id, m.seq, candidate.score FROM candidate"
+            "  CROSS JOIN LATERAL (SELECT id, tier, session_id, seq FROM memories WHERE id = candidate.id"
+            "  AND project_id = %(project)s AND user_id = %(user)s) m WHERE m.session_id IS NOT NULL AND %(beta)s > 0),"
             " lifted AS (SELECT id, score FROM candidate"
             "  UNION ALL SELECT beside.id, %(beta)s * hit.score FROM hit CROSS JOIN LATERAL ("
             f"   {side.format(where=where, op='<', order='DESC')} UNION ALL"
             f"   {side.format(where=where, op='>', order='ASC')}) beside),"
-            " total AS (SELECT id, sum(score) AS score FROM lifted GROUP BY id)"
-            f" SELECT {COLUMNS}, total.score FROM memories JOIN total USING (id)"
-            " WHERE project_id = %(project)s AND user_id = %(user)s"
-            " ORDER BY total.score DESC, recorded_at DESC, id LIMIT %(limit)s",
+            " total AS MATERIALIZED (SELECT id, sum(score) AS score FROM lifted GROUP BY id)"
+            " SELECT m.*, total.score FROM total CROSS JOIN LATERAL ("
+            f"  SELECT {COLUMNS} FROM memories WHERE id = total.id AND project_id = %(project)s"
+            "  AND user_id = %(user)s) m"
+            " ORDER BY total.score DESC, m.created_at DESC, m.id LIMIT %(limit)s",
             params,
         )
         rows = cur.fetchall()
