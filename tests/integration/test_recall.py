@@ -240,3 +240,14 @@ def test_the_vector_half_scans_tiers_apart_and_merges_them_as_one_scan_would_ran
 
     assert [h.id for h in merged] == [h.id for h in one_scan]
     assert [h.distance for h in merged] == sorted(h.distance for h in merged)
+
+
+@pytest.mark.parametrize("query", [
+    "O'Brien's \\\\server\\share path", "a & b | !c <-> (d) *:", "'quoted' \"double\" \\' ''", "日本語 ünïcödé straße",
+    "e'x' E'\\\\x' $$ $1 %s %(x)s", "C:\\Users\\ana\\notes.txt and 127.0.0.1:8080 foo@bar.com",
+])
+def test_any_words_a_user_types_are_searched_without_an_error(clients, project, query):
+    p = project.project_id
+    kept = remember(clients, p, "ana", f"Ana wrote: {query}")
+    found = recall.search(clients, p, "ana", query, limit=5)
+    assert [m.id for m in found] == [kept]
