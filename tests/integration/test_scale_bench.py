@@ -1,0 +1,62 @@
+"""The scale benchmark runs end to end in its quick mode and writes well-formed results; the report reads them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.integration
+
+
+def test_the_quick_scale_run_records_every_size_and_the_heavy_user(tmp_path):
+    out = tmp_path / "scale.json"
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"DATABASE_URL", "DATABASE_OWNER_URL", "REDIS_URL", "AWS_ENDPOINT_URL", "LLM_BASE_URL"}}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "scale.py"), "--sizes", "1000", "3000", "--users", "50", "--heavy",
+         "1500", "--samples", "30", "--shared-buffers", "128MB", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    result = json.loads(out.read_text())
+    assert set(result["sizes"]) == {"1000", "3000"} and result["users"] == 50
+    for size, figures in result["sizes"].items():
+        assert figures["memories_per_user"] == int(size) / 50
+        for figure in ("search_ms", "chat_overhead_ms"):
+            assert 0 < figures[figure]["p50"] <= figures[figure]["p95"] <= figures[figure]["max"]
+        assert figures["inserts_per_s"] > 0 and figures["disk_mb"] > 0
+    # The table grows with what was loaded into it.
+    assert result["sizes"]["3000"]["disk"]["memories_table_and_indexes"] > result["sizes"]["1000"]["disk"][
+        "memories_table_and_indexes"]
+    assert result["heavy_user"]["memories"] == 1500 and result["heavy_user"]["project_memories"] == 4500
+    assert set(result["targets"]["met"]) == {"search", "heavy_user_search", "chat_overhead"}
+    assert result["machine"]["cores"] == os.cpu_count() and result["command"].startswith("python bench/scale.py")
+
+
+def test_the_report_sets_each_figure_against_its_target_and_lists_what_did_not_run(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "chat.json").write_text(json.dumps({
+        "date": "2026-11-30T10:00:00+00:00", "benchmark": "chat",
+        "overhead_ms": {"p95": 12.5}, "turns_overhead_ms": {"p95": 3.0}, "async_over_sync_p95": 0.2}))
+    (results / "coldstart.json").write_text(json.dumps({
+        "date": "2026-11-29T10:00:00+00:00", "functions": {"ChatFunction": {"import_ms": 612.0}}}))
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from pathlib import Path; import report; "
+                               f"sys.stdout.write(report.render(Path({str(results)!r})))"],
+        cwd=ROOT / "bench", capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in done.stdout.splitlines() if line.startswith("| ")}
+    assert "| 12.5 ms | <= 15 ms | yes | 2026-11-30 | `make bench-chat` |" in rows[
+        "chat: overhead a turn adds, p95 (100k memories)"]
+    assert "| 0.2 | <= 0.15 | **no** |" in rows["chat: async p95 over synchronous tiers p95"]
+    assert "| 612 ms | < 600 ms | **no** | 2026-11-29 |" in rows["cold start: the chat function's import"]
+    assert "| not run | <= 20 ms |" in rows["scale: search p95 at the largest size"]
+    assert "Machine: " in done.stdout and "cores" in done.stdout
