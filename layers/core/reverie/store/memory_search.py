@@ -100,11 +100,16 @@ def best(
 ) -> list[ScoredMemory]:
     """The `limit` best memories, read in full with their scores, best first: each candidate keeps its score, and
     the memory stored just before it and just after it in its session (same tier, same scope) gains
-    `neighbour_weight` times it. Ties go to the newer memory, then to the smaller id. One statement."""
+    `neighbour_weight` times it. Ties go to the newer memory, then to the smaller id. One statement.
+
+    Only the best 2 x `limit` candidates lift their neighbours (each lift is two index lookups): half of a lower
+    score seldom carries a memory into the top `limit`, and on LoCoMo recall is the same or a little better."""
     if not scores:
         return []
     where, params = _scope(project_id, user_id, tiers, filters, as_of)
-    params.update(ids=list(scores), scores=list(scores.values()), beta=neighbour_weight, limit=limit)
+    lifters = sorted(scores, key=lambda i: -scores[i])[: 2 * limit]
+    params.update(ids=list(scores), scores=list(scores.values()), lifters=lifters, beta=neighbour_weight,
+                  limit=limit)
     side = ("(SELECT id FROM memories WHERE {where} AND tier = hit.tier AND session_id = hit.session_id"
             " AND seq {op} hit.seq ORDER BY seq {order} LIMIT 1)")
     with db.read(project_id) as cur:
@@ -114,13 +119,16 @@ def best(
             "  AS c(id, score)),"
             " hit AS MATERIALIZED (SELECT m.id, m.tier, m.session_id, m.seq, candidate.score FROM candidate"
             "  CROSS JOIN LATERAL (SELECT id, tier, session_id, seq FROM memories WHERE id = candidate.id"
-            "  AND project_id = %(project)s AND user_id = %(user)s) m WHERE m.session_id IS NOT NULL AND %(beta)s > 0),"
+            "  AND project_id = %(project)s AND user_id = %(user)s) m WHERE m.session_id IS NOT NULL AND %(beta)s > 0"
+            "  AND candidate.id = ANY(%(lifters)s::uuid[])),"
             " lifted AS (SELECT id, score FROM candidate"
             "  UNION ALL SELECT beside.id, %(beta)s * hit.score FROM hit CROSS JOIN LATERAL ("
             f"   {side.format(where=where, op='<', order='DESC')} UNION ALL"
             f"   {side.format(where=where, op='>', order='ASC')}) beside),"
-            " total AS MATERIALIZED (SELECT id, sum(score) AS score FROM lifted GROUP BY id)"
-            " SELECT m.*, total.score FROM total CROSS JOIN LATERAL ("
+            " total AS MATERIALIZED (SELECT id, sum(score) AS score FROM lifted GROUP BY id),"
+            # Read in full only what can be in the top `limit` (every memory tied with the last of them included).
+            " cut AS (SELECT min(score) AS score FROM (SELECT score FROM total ORDER BY score DESC LIMIT %(limit)s) t)"
+            " SELECT m.*, total.score FROM total JOIN cut ON total.score >= cut.score CROSS JOIN LATERAL ("
             f"  SELECT {COLUMNS} FROM memories WHERE id = total.id AND project_id = %(project)s"
             "  AND user_id = %(user)s) m"
             " ORDER BY total.score DESC, m.created_at DESC, m.id LIMIT %(limit)s",
