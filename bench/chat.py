@@ -30,7 +30,6 @@ import multiprocessing
 import os
 import platform
 import random
-import statistics
 import sys
 import threading
 import time
@@ -38,6 +37,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from measure import percentiles
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_OVERHEAD_P95_MS = 15.0
@@ -361,14 +362,6 @@ def empty_queues(clients) -> None:
             clients.sqs.delete_message_batch(QueueUrl=url, Entries=[
                 {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)])
 
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-
-    def at(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))], 2)
-
-    return {"p50": round(statistics.median(ordered), 2), "p95": at(0.95), "max": round(ordered[-1], 2)}
 
 
 # ---------------------------------------------------------------- main

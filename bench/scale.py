@@ -224,10 +224,11 @@ def main(argv: list[str] | None = None) -> int:
             searched = time_searches(search, project, asked)
             overhead = time_chats(chat, clients, timed, project, asked[: samples // 2 + 10])
             inserts = time_inserts(clients, project, users, 1000 if not args.quick else 200, args.seed + size)
+            disk = disk_mb(owner_url)
             results[str(size)] = {
                 "search_ms": percentiles(searched), "chat_overhead_ms": percentiles(overhead),
                 "inserts_per_s": round(inserts, 1), "bulk_load_rows_per_s": round(rate, 1),
-                "disk_mb": disk_mb(owner_url)["memories_table_and_indexes"], "disk": disk_mb(owner_url),
+                "disk_mb": disk["memories_table_and_indexes"], "disk": disk,
                 "memories_per_user": round(size / len(users), 1),
             }
         rows = _rows(0, heavy_n, [HEAVY_USER], args.seed + 99)

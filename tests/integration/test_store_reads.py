@@ -93,16 +93,17 @@ def test_matching_ranks_by_words_within_scope(clients, project):
     assert memory_search.matching(clients.db, p, "ana", "? !", k=10) == []
 
 
-def test_fetch_keeps_the_given_order_skips_gone_rows_and_other_users(clients, project):
+def test_the_winners_are_read_best_first_skipping_gone_rows_and_other_users(clients, project):
     p = project.project_id
     a = insert(clients, p, "ana", "fact a", None)
     b = insert(clients, p, "ana", "fact b", None)
     gone = insert(clients, p, "ana", "fact gone", None)
     bens = insert(clients, p, "ben", "fact of ben", None)
     assert store.delete(clients.db, p, gone)
-    found = memory_search.fetch(clients.db, p, "ana", [b, gone, bens, a])
-    assert [m.id for m in found] == [b, a]
-    assert memory_search.fetch(clients.db, p, "ana", []) == []
+    scores = {b: 0.9, gone: 0.8, bens: 0.7, a: 0.6}
+    found = memory_search.best(clients.db, p, "ana", scores, limit=10, neighbour_weight=0.5)
+    assert [(m.id, m.score) for m in found] == [(b, 0.9), (a, 0.6)]
+    assert memory_search.best(clients.db, p, "ana", {}, limit=10, neighbour_weight=0.5) == []
 
 
 def test_a_read_runs_outside_a_transaction_and_leaves_the_connection_transactional(clients, project):

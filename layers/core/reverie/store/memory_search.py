@@ -10,7 +10,7 @@ from typing import Any
 
 from psycopg2.extras import Json
 
-from reverie.domain.memory import Memory, ScoredMemory
+from reverie.domain.memory import ScoredMemory
 from reverie.domain.tiers import Tier
 from reverie.store.db import Database, vector_literal
 from reverie.store.memories import COLUMNS, as_memory, or_tsquery
@@ -141,19 +141,6 @@ def best(
         score = row.pop("score")
         found.append(ScoredMemory(**dict(as_memory(row)), score=score))
     return found
-
-
-def fetch(db: Database, project_id: str, user_id: str, ids: Sequence[str]) -> list[Memory]:
-    """The user's memories with these ids, in the order given; an id whose row is gone is skipped."""
-    if not ids:
-        return []
-    with db.read(project_id) as cur:
-        cur.execute(
-            f"SELECT {COLUMNS} FROM memories WHERE project_id = %s AND user_id = %s AND id = ANY(%s::uuid[])",
-            (project_id, user_id, list(ids)),
-        )
-        rows = {str(row["id"]): row for row in cur.fetchall()}
-    return [as_memory(rows[i]) for i in ids if i in rows]
 
 
 def _scope(
