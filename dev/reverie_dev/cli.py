@@ -42,12 +42,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def _admin(args: argparse.Namespace, event: dict) -> dict:
     """The admin function's answer, on --stack or on the running `make dev` (reverie_dev.admin)."""
+    return _connect(args)({k: v for k, v in event.items() if v is not None})
+
+
+def _connect(args: argparse.Namespace):
+    """`invoke(event)` for the admin function of --stack, or of the running `make dev` (reverie_dev.admin)."""
     from reverie_dev import admin
 
     if args.region and not args.stack:
         raise CommandError("--region goes with --stack NAME (the local stack needs neither)")
-    return admin.invoke({k: v for k, v in event.items() if v is not None}, stack=args.stack, region=args.region,
-                        data_dir=args.data_dir)
+    return admin.connect(stack=args.stack, region=args.region, data_dir=args.data_dir)
 
 
 def cmd_project_create(args: argparse.Namespace) -> int:
@@ -98,8 +102,6 @@ def cmd_backfill_conversations(args: argparse.Namespace) -> int:
     summary; 0 when nothing failed. Ctrl-C stops it with the summary so far (run it again to continue)."""
     from reverie_dev import admin, backfill
 
-    if args.region and not args.stack:
-        raise CommandError("--region goes with --stack NAME (the local stack needs neither)")
     if args.rate < 0:
         raise CommandError("--rate is jobs a second: 0 (no limit) or more")
     path = Path(args.file)
@@ -110,7 +112,7 @@ def cmd_backfill_conversations(args: argparse.Namespace) -> int:
     if args.limit is not None:
         source.items = source.items[:args.limit]
     where = f"stack {args.stack}" if args.stack else f"the local stack on {args.data_dir}"
-    invoke = admin.connect(stack=args.stack, region=args.region, data_dir=args.data_dir)
+    invoke = _connect(args)
     progress = backfill.Progress(sum(i.turns for i in source.items), unit="turns", label=f"importing {path.name}")
     started = time.monotonic()
     totals, interrupted, stopped_by = backfill.Totals(), False, None
@@ -144,13 +146,11 @@ def cmd_backfill_conversations(args: argparse.Namespace) -> int:
 
 
 def cmd_backfill_narratives(args: argparse.Namespace) -> int:
-    from reverie_dev import admin, backfill
+    from reverie_dev import backfill
 
-    if args.region and not args.stack:
-        raise CommandError("--region goes with --stack NAME (the local stack needs neither)")
     if args.min_memories < 1:
         raise CommandError("--min-memories is at least 1")
-    invoke = admin.connect(stack=args.stack, region=args.region, data_dir=args.data_dir)
+    invoke = _connect(args)
     totals = backfill.queue_narratives(invoke, args.project, min_memories=args.min_memories, rate=args.rate,
                                        everyone=args.all)
     print(f"Narratives for project {args.project}: {totals.users:,} users with at least {args.min_memories} "
@@ -161,11 +161,9 @@ def cmd_backfill_narratives(args: argparse.Namespace) -> int:
 
 def cmd_reembed(args: argparse.Namespace) -> int:
     """Embed a project's memories again with the deployed embedding model, an invocation's share at a time."""
-    from reverie_dev import admin, backfill
+    from reverie_dev import backfill
 
-    if args.region and not args.stack:
-        raise CommandError("--region goes with --stack NAME (the local stack needs neither)")
-    invoke = admin.connect(stack=args.stack, region=args.region, data_dir=args.data_dir)
+    invoke = _connect(args)
     event = {"action": "embeddings.reembed", "project_id": args.project, "batch": args.batch}
     answer = invoke(event)
     done = int(answer["reembedded"])

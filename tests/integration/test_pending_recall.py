@@ -83,7 +83,10 @@ def test_once_every_tier_has_learned_it_the_turn_is_a_memory_and_pending_no_more
     assert [m["text"] for m in block["memories"] if m["tier"] == "semantic"] == ["User lives in Berlin"]
     # ...and the read took its entry off the user's list.
     assert [t.job_id for _, t in pending_list.read(clients.valkey, p, "ana")] == []
-    assert said["job_id"]
+    with clients.db.read(p) as cur:
+        cur.execute("SELECT source_job_id FROM memories WHERE project_id = %s AND user_id = 'ana' AND tier = 'semantic'"
+                    " AND superseded_at IS NULL", (p,))
+        assert [row["source_job_id"] for row in cur.fetchall()] == [said["job_id"]]
 
 
 def test_a_turn_whose_memory_is_shown_already_is_not_shown_again_before_every_tier_has_learned_it(

@@ -61,10 +61,8 @@ def load_handler(spec: FunctionSpec, instance: int = 1) -> Handler:
 class Instance:
     """One execution environment of a function: its own import of the handler module."""
 
-    def __init__(self, number: int, handler: Handler):
-        self.number = number
+    def __init__(self, handler: Handler):
         self.handler = handler
-        self.invocations = 0
 
 
 class LocalFunction:
@@ -77,7 +75,6 @@ class LocalFunction:
         self.concurrency = max(1, concurrency or spec.concurrency or DEFAULT_CONCURRENCY)
         self._code = handler  # the same code for every instance, instead of an import each (a test's stand-in)
         self._idle: list[Instance] = []
-        self._instances = 0
         self._changed = threading.Condition()
         self._serving = threading.local()  # .instance: the instance running this thread's invocation
         self._override: Handler | None = None
@@ -115,7 +112,7 @@ class LocalFunction:
 
     # ------------------------------------------------------------ the pool
     def _start_instance(self, number: int) -> Instance:
-        return Instance(number, self._code or load_handler(self.spec, number))
+        return Instance(self._code or load_handler(self.spec, number))
 
     def _take(self) -> Instance:
         """An instance for one invocation: an idle one, a new one within the concurrency, or the next one free."""
@@ -137,7 +134,6 @@ class LocalFunction:
         return instance
 
     def _give_back(self, instance: Instance) -> None:
-        instance.invocations += 1
         with self._changed:
             self._idle.append(instance)
             self._changed.notify()

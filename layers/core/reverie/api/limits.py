@@ -17,9 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
-from redis.exceptions import RedisClusterException, RedisError
 
-from reverie.cache import rate_limits
+from reverie.cache import VALKEY_ERRORS, rate_limits
 from reverie.domain.errors import RateLimited
 from reverie.platform.metric_names import Metric
 from reverie.platform.observability import logger, metrics
@@ -52,8 +51,7 @@ def spends_model(method: str, path: str, route_args: Mapping[str, Any]) -> bool:
         getattr(arg, "infer", False) is True for arg in route_args.values())
 
 
-def charge(clients, project_id: str, *, requests: bool = True, model: bool = False,
-           now: float | None = None) -> None:
+def charge(clients, project_id: str, *, requests: bool = True, model: bool = False) -> None:
     """Count one request of the project in its request budget (unless `requests` is false) and, when it spends
     model calls, in its model budget; raise RateLimited when either is spent for this minute."""
     settings = clients.settings
@@ -65,13 +63,13 @@ def charge(clients, project_id: str, *, requests: bool = True, model: bool = Fal
     if not budgets:
         return
     valkey = clients.valkey
-    now = clock() if now is None else now
+    now = clock()
     with _lock:
         if _unchecked_until.get(valkey, 0.0) > now:
             return
     try:
         counted = rate_limits.count(valkey, project_id, list(budgets), window_s=WINDOW_S, now=now)
-    except (RedisError, RedisClusterException, OSError) as exc:
+    except VALKEY_ERRORS as exc:
         with _lock:
             _unchecked_until[valkey] = now + UNCHECKED_AFTER_FAILURE_S
         logger.warning("rate limit not checked: Valkey could not count the request; it goes through",

@@ -48,14 +48,13 @@ def error_response(status: int, code: str, message: str, details: list[dict[str,
 
 
 def read_json(body: str) -> Any:
-    """The body as JSON. A document Python will not read (an integer of more than 4,300 digits, nesting deeper
-    than the interpreter's stack) is invalid input, not a crash; malformed JSON is the framework's 400."""
+    """The body as JSON. A document Python will not read (an integer of more than 4,300 digits; nesting deeper
+    than the interpreter's stack, answered by the resolver's RecursionError handler) is invalid input, not a crash;
+    malformed JSON is the framework's 400."""
     try:
         return json.loads(body)
     except json.JSONDecodeError:
         raise
-    except RecursionError:
-        raise ValidationFailed("the request body is nested too deeply") from None
     except ValueError:  # json.loads raises a plain ValueError for an integer past sys.get_int_max_str_digits()
         raise ValidationFailed("the request body holds a number too long to read") from None
 

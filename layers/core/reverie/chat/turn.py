@@ -84,7 +84,7 @@ def _turn(clients, project_id: str, request: ChatRequest, *, turn_id: str, job_i
         logger.error("reply failed; nothing stored", extra={"error": str(exc), "job_id": job_id})
         metrics.add_metric(name=Metric.REPLY_FAILED, unit=MetricUnit.Count, value=1)
         raise ServiceUnavailable("the chat model is unavailable; nothing was stored, retry later") from exc
-    reply = storable(completion.text)
+    reply = storable_text(completion.text)
     if not reply.strip():
         metrics.add_metric(name=Metric.REPLY_FAILED, unit=MetricUnit.Count, value=1)
         raise ServiceUnavailable("the chat model returned an empty reply; nothing was stored, retry later")
@@ -189,11 +189,6 @@ def publish_parked(clients, job: ReflectionJob) -> None:
 def _used(memory: ScoredMemory) -> ContextMemory:
     return ContextMemory(id=memory.id, tier=memory.tier, text=memory.text, score=memory.score)
 
-
-def storable(text: str) -> str:
-    """A model's reply as text that can be stored and queued: lone surrogates become U+FFFD, and the characters
-    no message may hold (reverie.domain.fields) are dropped."""
-    return storable_text(text)
 
 
 def _clip_bytes(text: str, limit: int = MAX_MESSAGE_BYTES) -> str:

@@ -16,9 +16,8 @@ from datetime import timedelta
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from redis.exceptions import RedisClusterException, RedisError
 
-from reverie.cache import job_markers, users
+from reverie.cache import VALKEY_ERRORS, job_markers, users
 from reverie.cache import narratives as hot
 from reverie.domain.errors import ServiceUnavailable, UserForgotten
 from reverie.domain.fields import utcnow
@@ -26,7 +25,6 @@ from reverie.jobs.message import JobRefused, NarrativeJob, check_fits
 from reverie.platform.observability import logger
 from reverie.store import narratives
 
-VALKEY_ERRORS = (RedisError, RedisClusterException, OSError)
 SEND_ERRORS = (BotoCoreError, ClientError)
 
 

@@ -9,9 +9,7 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from redis.exceptions import RedisClusterException, RedisError
-
-from reverie.cache import job_markers
+from reverie.cache import VALKEY_ERRORS, job_markers
 from reverie.domain.errors import NotFound, ServiceUnavailable
 from reverie.domain.fields import as_utc
 from reverie.domain.outcomes import JobStatus, TierOutcome, UserJob
@@ -161,7 +159,7 @@ def user_jobs(clients, project_id: str, user_id: str, limit: int) -> UserJobs:
     degraded: list[str] = []
     try:
         marked = job_markers.user_job_ids(clients.valkey, project_id, user_id, USER_MARKERS_READ)
-    except (RedisError, RedisClusterException, OSError):
+    except VALKEY_ERRORS:
         marked, degraded = [], ["valkey"]
     with clients.db.transaction(project_id) as conn, conn.cursor() as cur:
         recent = dict(processed_jobs.recent_of_user(cur, project_id, user_id, limit))
@@ -175,7 +173,7 @@ def user_jobs(clients, project_id: str, user_id: str, limit: int) -> UserJobs:
     if unrecorded and not degraded:
         try:
             markers = job_markers.known_many(clients.valkey, project_id, unrecorded)
-        except (RedisError, RedisClusterException, OSError):
+        except VALKEY_ERRORS:
             degraded = ["valkey"]
     # When each job last moved, as far as is known before its rows are read: the newest `limit` are kept.
     moved: dict[str, datetime] = {job_id: as_utc(at) for job_id, at in recent.items()}
@@ -188,7 +186,7 @@ def user_jobs(clients, project_id: str, user_id: str, limit: int) -> UserJobs:
     if unread and not degraded:  # when the others were made (and whether one is a narrative's)
         try:
             markers.update(job_markers.known_many(clients.valkey, project_id, unread))
-        except (RedisError, RedisClusterException, OSError):
+        except VALKEY_ERRORS:
             degraded = ["valkey"]
     with clients.db.transaction(project_id) as conn, conn.cursor() as cur:
         rows = processed_jobs.rows_of_user_jobs(cur, project_id, user_id, chosen)
