@@ -64,21 +64,29 @@ def _copy_lines(args) -> str:
 
 
 def bulk_load(owner_url: str, project: str, rows: list, dims: int, model: str) -> float:
-    """COPY the rows in, then VACUUM ANALYZE (as autovacuum would after a load); rows a second."""
+    """COPY the rows in (the vector index built again after the load, as a bulk load into pgvector is done; the
+    words index filled row by row by its trigger), then VACUUM ANALYZE (as autovacuum would after a load); rows a
+    second, the index build included."""
     import psycopg2
+    from chat import vector_indexes_rebuilt
 
     started = time.perf_counter()
     chunks = [(rows[i : i + 5000], project, dims, model) for i in range(0, len(rows), 5000)]
+    with vector_indexes_rebuilt(owner_url):
+        conn = psycopg2.connect(owner_url)
+        try:
+            with multiprocessing.get_context("fork").Pool(os.cpu_count() or 1) as workers, conn.cursor() as cur:
+                for lines in workers.imap(_copy_lines, chunks):
+                    cur.copy_expert("COPY memories (id, project_id, user_id, tier, text, content_hash, embedding,"
+                                    " embedding_model, session_id) FROM STDIN", io.StringIO(lines))
+            conn.commit()
+        finally:
+            conn.close()
     conn = psycopg2.connect(owner_url)
     try:
-        with multiprocessing.get_context("fork").Pool(os.cpu_count() or 1) as workers, conn.cursor() as cur:
-            for lines in workers.imap(_copy_lines, chunks):
-                cur.copy_expert("COPY memories (id, project_id, user_id, tier, text, content_hash, embedding,"
-                                " embedding_model, session_id) FROM STDIN", io.StringIO(lines))
-        conn.commit()
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute("VACUUM ANALYZE memories")
+            cur.execute("VACUUM ANALYZE memories, memory_words")
     finally:
         conn.close()
     return len(rows) / (time.perf_counter() - started)

@@ -30,7 +30,8 @@ pytestmark = pytest.mark.integration
 def user_rows(clients, project_id: str, user_id: str) -> dict[str, int]:
     counts = {}
     with clients.db.cursor(project_id) as cur:
-        for table in ("memories", "memory_events", "narratives", "processed_jobs", "held_jobs", "llm_usage"):
+        for table in ("memories", "memory_words", "memory_events", "narratives", "processed_jobs", "held_jobs",
+                      "llm_usage"):
             cur.execute(f"SELECT count(*) AS n FROM {table} WHERE project_id = %s AND user_id = %s",
                         (project_id, user_id))
             counts[table] = cur.fetchone()["n"]

@@ -3,6 +3,7 @@ and what is left out when an engine or the embeddings fail."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -226,20 +227,57 @@ def test_when_embeddings_fail_the_context_says_so_and_text_search_answers(client
     assert [m.id for m in found] == [fact]
 
 
-def test_the_vector_half_scans_tiers_apart_and_merges_them_as_one_scan_would_rank(clients, project):
+def test_a_large_user_is_searched_through_the_vector_index_and_finds_what_the_exact_scan_finds(
+        clients, project, monkeypatch):
     p = project.project_id
     texts = [("Ana adopted a grey cat named Miso", Tier.SEMANTIC), ("Ana took Miso the cat to the vet", Tier.EPISODIC),
              ("Ana's sister Rosa lives in Lisbon", Tier.SEMANTIC), ("Ana planned a trip to Lisbon", Tier.EPISODIC),
              ("Ana prefers cats to dogs", Tier.PROCEDURAL), ("Ana is learning the cello", Tier.SEMANTIC)]
     for text, tier in texts:
         remember(clients, p, "ana", text, tier)
+    remember(clients, p, "bo", "Bo adopted a grey cat named Miso too", Tier.SEMANTIC)
     query = clients.llm.embed(["grey cat Miso at the vet"]).vectors[0]
+    exact = memory_search.nearest(clients.db, p, "ana", query, k=4, tiers=list(Tier))
 
-    merged = recall.nearest(clients.db, p, "ana", query, k=4, tiers=list(Tier))
-    one_scan = memory_search.nearest(clients.db, p, "ana", query, k=4, tiers=list(Tier))
+    monkeypatch.setattr(memory_search, "LARGE_SCOPE", 3)  # ana's six memories make her a large user
+    approximate = memory_search.nearest(clients.db, p, "ana", query, k=4, tiers=list(Tier))
+    plan = explain_nearest(clients, p, "ana", query)
 
-    assert [h.id for h in merged] == [h.id for h in one_scan]
-    assert [h.distance for h in merged] == sorted(h.distance for h in merged)
+    assert [h.id for h in approximate] == [h.id for h in exact]
+    assert [h.distance for h in approximate] == sorted(h.distance for h in approximate)
+    assert "memories_current_half_vectors_hnsw" in plan and "One-Time Filter" in plan
+
+
+def explain_nearest(clients, project_id: str, user_id: str, query: list[float]) -> str:
+    """The plan of memory_search.nearest's statement, with sequential scans and sorts priced out (as a large table
+    would price them): which index the approximate branch reads."""
+    statements = []
+
+    class Recorder:
+        def __init__(self, cur):
+            self.cur = cur
+
+        def execute(self, sql, params=None):
+            settings, statement = sql.split(";", 1)
+            self.cur.execute(settings + "; SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off; EXPLAIN " + statement, params)
+            statements.extend(row[0] for row in self.cur.fetchall())
+
+        def fetchall(self):
+            return []
+
+    real_read = clients.db.read
+
+    @contextmanager
+    def read(scope, cursor_factory=None):
+        with clients.db.transaction(scope) as conn, conn.cursor() as cur:
+            yield Recorder(cur)
+
+    clients.db.read = read
+    try:
+        memory_search.nearest(clients.db, project_id, user_id, query, k=4, tiers=list(Tier))
+    finally:
+        clients.db.read = real_read
+    return "\n".join(statements)
 
 
 @pytest.mark.parametrize("query", [

@@ -25,8 +25,8 @@ from reverie_dev.local.sam_env import unix_socket_of
 
 pytestmark = pytest.mark.integration
 
-TENANT_TABLES = {"projects", "api_keys", "memories", "memory_events", "narratives", "processed_jobs", "held_jobs",
-                 "llm_usage", "user_tombstones"}
+TENANT_TABLES = {"projects", "api_keys", "memories", "memory_words", "memory_events", "narratives", "processed_jobs",
+                 "held_jobs", "llm_usage", "user_tombstones"}
 
 
 def project_column(table: str) -> str:
@@ -55,7 +55,9 @@ def seen(db: Database, scope, project_id: str) -> dict[str, int]:
     with db.transaction(scope) as conn, conn.cursor() as cur:
         found = {}
         for table in sorted(TENANT_TABLES):
-            cur.execute(f"SELECT count(*) FROM {table} WHERE {project_column(table)} = %s", (project_id,))
+            # memory_words holds a row per word of the one memory: the memories it lists are counted.
+            counted = "DISTINCT memory_id" if table == "memory_words" else "*"
+            cur.execute(f"SELECT count({counted}) FROM {table} WHERE {project_column(table)} = %s", (project_id,))
             found[table] = cur.fetchone()[0]
         return found
 

@@ -52,11 +52,6 @@ def pool() -> ThreadPoolExecutor:
     return _executor("recall", POOL_WORKERS)
 
 
-def scan_pool() -> ThreadPoolExecutor:
-    """The per-tier vector scans, apart from `pool()`: they are started from a task of it."""
-    return _executor("recall-scan", len(Tier) * 2)
-
-
 # ---------------------------------------------------------------- search
 
 
@@ -88,7 +83,7 @@ def rank(
     searches by vector only, no embedding by full text only."""
     scope: dict[str, Any] = {"tiers": tiers, "filters": filters, "as_of": as_of}
     text = memory_search.matching(db, project_id, user_id, query, k=candidates, **scope)
-    vector = [] if embedding is None else nearest(db, project_id, user_id, embedding, k=candidates,
+    vector = [] if embedding is None else memory_search.nearest(db, project_id, user_id, embedding, k=candidates,
                                                   embedding_model=embedding_model, **scope)
     return memory_search.best(db, project_id, user_id, blend(vector, text, vector_weight=vector_weight),
                               limit=limit, neighbour_weight=neighbour_weight, **scope)
@@ -116,22 +111,8 @@ def vector_hits(
     embedding = embed_query(clients, query)
     if embedding is None:
         return [], False
-    return nearest(clients.db, project_id, user_id, embedding, k=CANDIDATES,
+    return memory_search.nearest(clients.db, project_id, user_id, embedding, k=CANDIDATES,
                    embedding_model=clients.llm.embedding_model, **scope), True
-
-
-def nearest(db, project_id: str, user_id: str, embedding: list[float], *, k: int,
-            tiers: Sequence[Tier] | None = None, **scope: Any) -> list[memory_search.Ranked]:
-    """The vector half, best first. It is the one lookup a reply waits for after the query's embedding, and its
-    cost grows with the user's rows: each tier is scanned at once on its own connection, and the scans are
-    merged by distance."""
-    tiers = list(tiers or Tier)
-    if len(tiers) == 1:
-        return memory_search.nearest(db, project_id, user_id, embedding, k=k, tiers=tiers, **scope)
-    scans = [scan_pool().submit(memory_search.nearest, db, project_id, user_id, embedding, k=k, tiers=[tier], **scope)
-             for tier in tiers]
-    hits = [hit for scan in scans for hit in scan.result()]
-    return sorted(hits, key=lambda h: (h.distance, -h.recorded_at.timestamp(), h.id))[:k]
 
 
 def blend(

@@ -3,6 +3,7 @@ BM25), reading the winners with their session neighbours, and the candidates a n
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,6 +33,15 @@ BM25_K1 = 1.2
 BM25_B = 0.75
 
 
+# A user with at least this many memories in a search's scope is searched through the approximate vector index
+# (migration 0010): an exact scan grows with the user's rows, and past this size costs more than a reply can wait.
+LARGE_SCOPE = 20_000
+# How many candidates the vector index keeps in its beam, and how many of other users' rows it may step over to
+# find a large user's own (pgvector's iterative scan): the measured balance of time and recall (bench/scale.py).
+HNSW_EF_SEARCH = 100
+HNSW_MAX_SCAN_TUPLES = 20_000
+
+
 def nearest(
     db: Database, project_id: str, user_id: str, embedding: list[float], *, k: int,
     tiers: Sequence[Tier] | None = None, filters: dict[str, Any] | None = None, as_of: datetime | None = None,
@@ -40,18 +50,49 @@ def nearest(
     """The user's `k` memories nearest to `embedding` by cosine distance, best first; with `embedding_model`, only
     vectors of that model (another model's vectors live in another space).
 
-    Exact distances over the user's own rows (no global vector index: filtered to one user it keeps almost none
-    of that user's rows), on the half-precision copies in the covering index of migration 0009."""
+    Exact for most users: distances over the user's own rows, on the half-precision copies in the covering index
+    of migration 0009 (a vector index filtered to one of many users keeps almost none of that user's rows). A
+    user with LARGE_SCOPE memories or more in scope is a sizeable share of the table, where the approximate index
+    (HNSW, migration 0010) walked with pgvector's iterative scan finds them in a fraction of the time. One
+    statement: a count capped at LARGE_SCOPE picks the branch, and the other one is never run."""
     where, params = _scope(project_id, user_id, tiers, filters, as_of)
-    params.update(qvec=vector_literal(embedding), k=k, model=embedding_model)
+    params.update(qvec=vector_literal(embedding), k=k, model=embedding_model, large=LARGE_SCOPE,
+                  ef=str(HNSW_EF_SEARCH), max_tuples=str(HNSW_MAX_SCAN_TUPLES))
     same_model = "" if embedding_model is None else " AND embedding_model = %(model)s"
+    rows = f"memories WHERE {where}{same_model} AND embedding_half IS NOT NULL"
+    # The approximate branch must not be planned on the user's btree (a sort of every row of theirs): its filter
+    # is written so no btree can serve it, which leaves the vector index as the one way to an ordered read.
+    approximate = rows.replace("user_id = %(user)s", "(user_id = %(user)s) IS TRUE")
     with db.read(project_id, cursor_factory=None) as cur:
         cur.execute(
-            f"SELECT id::text, recorded_at, embedding_half <=> %(qvec)s::halfvec AS d FROM memories"
-            f" WHERE {where}{same_model} AND embedding_half IS NOT NULL ORDER BY d LIMIT %(k)s",
+            # Settings local to the statement's implicit transaction (db.read). No parallel workers: starting them
+            # costs more than a user's scan, and a plan would start them for the branch that does not run.
+            "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),"
+            " set_config('hnsw.ef_search', %(ef)s, true), set_config('hnsw.max_scan_tuples', %(max_tuples)s, true),"
+            " set_config('max_parallel_workers_per_gather', '0', true);"
+            # The count reads the narrow index of the user's current rows, and stops at LARGE_SCOPE.
+            f" WITH mine AS MATERIALIZED (SELECT count(*) AS n FROM (SELECT 1 FROM memories WHERE {where}"
+            "  LIMIT %(large)s) capped)"
+            " SELECT * FROM ("
+            # "+ 0": an ordering no vector index can serve, so the exact branch stays a scan of the user's rows.
+            f" (SELECT id::text, recorded_at, embedding_half <=> %(qvec)s::halfvec AS d FROM {rows}"
+            "   AND (SELECT n FROM mine) < %(large)s ORDER BY (embedding_half <=> %(qvec)s::halfvec) + 0 LIMIT %(k)s)"
+            " UNION ALL"
+            # Relaxed order: the index may hand rows over slightly out of order; they are sorted here.
+            f" (SELECT id::text, recorded_at, embedding_half <=> %(qvec)s::halfvec AS d FROM {approximate}"
+            "   AND (SELECT n FROM mine) >= %(large)s ORDER BY embedding_half <=> %(qvec)s::halfvec LIMIT %(k)s)"
+            " ) found ORDER BY d",
             params,
         )
         return [Ranked(row[0], row[1], distance=row[2]) for row in cur.fetchall()]
+
+
+# A large scope's size (LARGE_SCOPE memories or more), kept by each process for SCOPE_SIZE_TTL_S: BM25 needs it,
+# counting it reads every entry of the user's index (10 ms at 100,000 memories), and a minute of writes moves the
+# weights it gives by nothing a ranking shows. Smaller scopes are counted each time (a fraction of a millisecond).
+SCOPE_SIZE_TTL_S = 60.0
+SCOPE_SIZES_KEPT = 4096
+_scope_sizes: dict[tuple[str, str, tuple[str, ...]], tuple[float, float]] = {}
 
 
 def matching(
@@ -65,33 +106,64 @@ def matching(
     its inverse document frequency, discounted for long memories. The statistics are the user's own, computed at
     query time: the number of memories in scope (an index-only count), and over the memories that match any word,
     each word's document frequency and the average length (close enough to the scope's, without reading every row).
-    A word counts once per memory (tsvector length counts distinct words): memories are short."""
-    terms = or_tsquery(query)
-    if not terms:
+    A word counts once per memory (tsvector length counts distinct words): memories are short.
+
+    The current memories are found through their words (memory_words, migration 0010), without reading them; a
+    search of the past (`as_of`) or by metadata (`filters`) tests the words of each memory in scope instead.
+    A large scope's size may be a minute old (SCOPE_SIZE_TTL_S)."""
+    if not or_tsquery(query):
         return []
     where, params = _scope(project_id, user_id, tiers, filters, as_of)
-    params.update(query=query, terms=terms, k=k, k1=BM25_K1, b=BM25_B)
+    params.update(query=query, k=k, k1=BM25_K1, b=BM25_B)
+    size = f"SELECT count(*)::float8 AS n FROM memories WHERE {where}"
+    sized = None
+    if as_of is None and not filters:
+        sized = (project_id, user_id, tuple(params["tiers"]))
+        known = _scope_sizes.get(sized)
+        if known is not None and time.monotonic() - known[0] < SCOPE_SIZE_TTL_S:
+            size, params["n"] = "SELECT %(n)s::float8 AS n", known[1]
+        # One index-only read per query word: the memories holding it, with what the score needs of them.
+        found = (
+            "post AS MATERIALIZED (SELECT w.lexeme AS word, w.memory_id AS id, w.recorded_at, w.length::float8 AS dl"
+            "  FROM q CROSS JOIN LATERAL (SELECT lexeme, memory_id, recorded_at, length FROM memory_words"
+            "  WHERE project_id = %(project)s AND user_id = %(user)s AND lexeme = q.lexeme"
+            "  AND tier = ANY(%(tiers)s)) w)"
+        )
+    else:
+        # Each memory in scope is read once, for its length and the query words it holds.
+        params.update(terms=or_tsquery(query))
+        found = (
+            "post AS MATERIALIZED (SELECT word, id, recorded_at, dl FROM ("
+            "  SELECT id, recorded_at, length(tsv)::float8 AS dl,"
+            "  ARRAY(SELECT q.lexeme FROM q WHERE tsv @@ q.tq) AS words"
+            f"  FROM memories WHERE {where} AND tsv @@ to_tsquery('english', %(terms)s)) hit"
+            "  CROSS JOIN unnest(hit.words) AS word)"
+        )
     with db.read(project_id, cursor_factory=None) as cur:
-        # Each matching row is read once: its length and which query words it holds (no tsvector is kept, so the
-        # set stays in memory); the words' frequencies come from those lists. float8 throughout: numeric is slow.
+        # A (word, memory) row for each query word a memory holds; the words' frequencies are counted from them, and
+        # each memory's score is the sum of its words'. float8 throughout: numeric is slow.
         cur.execute(
             "WITH q AS MATERIALIZED (SELECT lexeme, quote_literal(lexeme)::tsquery AS tq FROM ("
             "  SELECT DISTINCT lexeme FROM unnest(tsvector_to_array(to_tsvector('english', %(query)s))) AS lexeme) w),"
-            " hit AS MATERIALIZED (SELECT id, recorded_at, length(tsv)::float8 AS dl,"
-            "  ARRAY(SELECT q.lexeme FROM q WHERE tsv @@ q.tq) AS words FROM memories"
-            f"  WHERE {where} AND tsv @@ to_tsquery('english', %(terms)s)),"
-            " scope AS MATERIALIZED (SELECT count(*)::float8 AS n, (SELECT avg(dl) FROM hit) AS avgdl"
-            f"  FROM memories WHERE {where}),"
+            f" {found},"
+            f" scope AS MATERIALIZED ({size}),"
             " idf AS MATERIALIZED (SELECT word, ln(1.0 + (scope.n - count(*) + 0.5) / (count(*) + 0.5)) AS idf"
-            "  FROM hit CROSS JOIN unnest(hit.words) AS word, scope GROUP BY word, scope.n)"
-            " SELECT hit.id::text, hit.recorded_at,"
-            "  (SELECT sum(idf.idf) FROM idf WHERE idf.word = ANY(hit.words)) * (%(k1)s::float8 + 1.0)"
-            "  / (1.0 + %(k1)s::float8 * (1.0 - %(b)s::float8 + %(b)s::float8 * hit.dl / scope.avgdl)) AS bm25"
-            " FROM hit, scope WHERE cardinality(hit.words) > 0"
+            "  FROM post, scope GROUP BY word, scope.n),"
+            " hit AS MATERIALIZED (SELECT id, recorded_at, dl, sum(idf.idf) AS idf FROM post JOIN idf USING (word)"
+            "  GROUP BY id, recorded_at, dl)"
+            # Rounded: a sum's last bits follow the order its terms came in, and a tie must stay a tie.
+            " SELECT hit.id::text, hit.recorded_at, round(1e9 * hit.idf * (%(k1)s::float8 + 1.0)"
+            "  / (1.0 + %(k1)s::float8 * (1.0 - %(b)s::float8 + %(b)s::float8 * hit.dl / avg.dl))) / 1e9 AS bm25"
+            "  , scope.n FROM hit, (SELECT avg(dl) AS dl FROM hit) avg, scope"
             " ORDER BY bm25 DESC, hit.recorded_at DESC, hit.id LIMIT %(k)s",
             params,
         )
-        return [Ranked(row[0], row[1], score=float(row[2])) for row in cur.fetchall()]
+        rows = cur.fetchall()
+    if sized is not None and rows and rows[0][3] >= LARGE_SCOPE and "n" not in params:
+        if len(_scope_sizes) >= SCOPE_SIZES_KEPT:
+            _scope_sizes.pop(next(iter(_scope_sizes)))  # the oldest
+        _scope_sizes[sized] = (time.monotonic(), rows[0][3])
+    return [Ranked(row[0], row[1], score=float(row[2])) for row in rows]
 
 
 def best(

@@ -61,6 +61,8 @@ def _json_ready(value: Any) -> Any:
 def forget_user(cur, project_id: str, user_id: str) -> dict[str, int]:
     """Remove everything durable of one user, and leave a tombstone so late jobs are dropped."""
     counts = {}
+    # The words index of the user's memories in one statement (their trigger would remove them one memory at a time).
+    cur.execute("DELETE FROM memory_words WHERE project_id = %s AND user_id = %s", (project_id, user_id))
     for table in ("memories", "memory_events", "narratives", "llm_usage", "processed_jobs", "held_jobs"):
         cur.execute(f"DELETE FROM {table} WHERE project_id = %s AND user_id = %s", (project_id, user_id))
         counts[table] = cur.rowcount
