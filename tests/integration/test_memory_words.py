@@ -10,9 +10,8 @@ import pytest
 
 from reverie.domain.fields import utcnow
 from reverie.domain.tiers import Tier
-from reverie.store import memory_search
 from reverie.store import memories as store
-from reverie.store import user_data
+from reverie.store import memory_search, user_data
 from tests.support.memories import remember
 
 pytestmark = pytest.mark.integration

@@ -71,10 +71,21 @@ def test_a_fill_never_replaces_a_newer_version(clients, project):
     assert hot_copy(clients, project.project_id, "ana").narrative["version"] == newer["version"]
 
 
-def test_a_user_without_a_narrative_leaves_no_key(api, clients, project):
-    remember(clients, project.project_id, "ana", "User lives in Porto")
-    assert narrative_jobs.current(clients, project.project_id, "ana") is None
-    assert not hot_key_exists(clients, project.project_id, "ana")
+def test_a_kept_chat_turn_of_a_user_without_a_narrative_marks_so_until_the_first_version_replaces_the_mark(
+        clients, project):
+    p = project.project_id
+    remember(clients, p, "ana", "User lives in Porto")
+    assert narrative_jobs.current(clients, p, "ana") is None
+    assert not hot_key_exists(clients, p, "ana")  # a read leaves nothing: the user may have been forgotten
+    status, _ = post_chat(p, {"user_id": "ana", "session_id": "s1", "message": "Where do I live?"})
+    assert status == 200
+    assert hot_copy(clients, p, "ana").state is hot.State.NONE
+    assert 0 < clients.valkey.ttl(keys.narrative(p, "ana")) <= hot.NONE_TTL_S
+    with swapped(clients, postgres_down=True):  # the turns that follow do not ask Postgres for it
+        assert narrative_jobs.for_recall(clients, p, "ana") is None
+    story = _written(clients, p, "ana", "User plays chess")
+    assert hot_copy(clients, p, "ana").narrative == story
+    assert narrative_jobs.current(clients, p, "ana") == story
 
 
 def test_a_forget_leaves_no_hot_copy(api, clients, project):

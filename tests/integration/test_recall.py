@@ -259,7 +259,8 @@ def explain_nearest(clients, project_id: str, user_id: str, query: list[float]) 
 
         def execute(self, sql, params=None):
             settings, statement = sql.split(";", 1)
-            self.cur.execute(settings + "; SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off; EXPLAIN " + statement, params)
+            priced_out = "; SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off; EXPLAIN "
+            self.cur.execute(settings + priced_out + statement, params)
             statements.extend(row[0] for row in self.cur.fetchall())
 
         def fetchall(self):

@@ -2,8 +2,9 @@
 
 The hot copy is what the chat and `/v1/context` read instead of Postgres: the user's newest narrative version as
 JSON. The narrative worker writes it when it writes a version; a miss is filled from Postgres (only if still
-absent, so a fill never overwrites a newer version); a forget deletes it with the user's other keys. A user without
-a narrative has no copy (nothing is kept of a user of whom nothing is stored): their miss asks Postgres.
+absent, so a fill never overwrites a newer version); a forget deletes it with the user's other keys. A miss that
+finds no narrative in Postgres leaves a mark saying so for NONE_TTL_S (also only if still absent), so the turns of a
+user without one do not each ask Postgres; the worker's first version replaces it.
 
 A deleted memory takes the narratives that quote it, so its delete marks the copy `dropped` for a while: readers go
 to Postgres and do not fill, so a fill that read Postgres before the delete cannot put the deleted words back.
@@ -32,6 +33,9 @@ PENDING_TTL_S = 3 * 3600
 HOT_TTL_S = 3600
 # How long a delete keeps fills away (longer than any request that read Postgres before it can take).
 DROPPED_TTL_S = 60
+# How long "no narrative" is believed: the worker's version replaces the mark at once, so this only bounds how long
+# a version whose copy could not be written (Valkey down at the time) stays unseen.
+NONE_TTL_S = 300
 
 # Deletes the guard only when it still names this job (a later job may hold it by now).
 _RELEASE_IF_MINE = """
@@ -45,6 +49,7 @@ return 0
 class State(Enum):
     MISS = "miss"  # no copy: read Postgres and fill
     DROPPED = "dropped"  # a memory it quoted was deleted lately: read Postgres, do not fill
+    NONE = "none"  # the user had no narrative when Postgres was last asked (NONE_TTL_S ago at most)
     FOUND = "found"
 
 
@@ -63,7 +68,9 @@ def read(valkey, project_id: str, user_id: str) -> Hot:
     except ValueError:
         return Hot(State.MISS)
     if not isinstance(value, dict) or value.get("version") is None:
-        return Hot(State.DROPPED if isinstance(value, dict) and value.get("dropped") else State.MISS)
+        if isinstance(value, dict) and value.get("dropped"):
+            return Hot(State.DROPPED)
+        return Hot(State.NONE if isinstance(value, dict) and value.get("none") else State.MISS)
     return Hot(State.FOUND, {"text": value["text"], "version": int(value["version"]),
                              "generated_at": datetime.fromisoformat(value["generated_at"]),
                              "citations": [str(c) for c in value.get("citations") or []]})
@@ -80,6 +87,12 @@ def write(writes, project_id: str, user_id: str, narrative: dict[str, Any], *, f
     """Add the copy to `writes` (a users.UserWrites): a fill only if there is none (a newer version or a delete's
     mark may be there already), the worker's new version over whatever is there."""
     writes.set(keys.narrative(project_id, user_id), encode(narrative), ex=HOT_TTL_S, nx=fill)
+
+
+def write_none(writes, project_id: str, user_id: str) -> None:
+    """Add the "no narrative" mark to `writes`, only if there is no copy (a version may have been written since
+    Postgres was asked)."""
+    writes.set(keys.narrative(project_id, user_id), json.dumps({"none": True}), ex=NONE_TTL_S, nx=True)
 
 
 def drop(writes, project_id: str, user_id: str) -> None:

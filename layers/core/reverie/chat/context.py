@@ -17,6 +17,8 @@ PARTS = tuple(SHARES)
 class RecallContext(BaseModel):
     narrative: str | None = None
     narrative_version: int | None = None
+    # Looked up, and there is none (not merely unreachable): a kept turn marks so in Valkey (reverie.chat.turn).
+    narrative_absent: bool = False
     rules: list[ScoredMemory] = Field(default_factory=list)  # procedural, current
     memories: list[ScoredMemory] = Field(default_factory=list)  # episodic + semantic hybrid hits
     recent_turns: list[Turn] = Field(default_factory=list)  # oldest first
@@ -74,7 +76,7 @@ def clip_to_tokens(text: str, budget: int) -> str:
 def fit(
     *, narrative: str | None, rules: list[ScoredMemory], memories: list[ScoredMemory], recent_turns: list[Turn],
     max_tokens: int, narrative_version: int | None = None, degraded: list[str] | None = None,
-    pending: list[PendingTurn] | None = None,
+    pending: list[PendingTurn] | None = None, narrative_absent: bool = False,
 ) -> RecallContext:
     """Fit the parts into `max_tokens` (see `allocate`). Rules, memories and pending turns come best-first and keep
     their order; recent turns keep the newest; the narrative is clipped."""
@@ -98,7 +100,7 @@ def fit(
     return RecallContext(
         narrative=story or None, narrative_version=narrative_version if story else None, rules=kept_rules,
         memories=kept_memories, recent_turns=kept_turns, pending=kept_pending, tokens=tokens,
-        degraded=list(degraded or []),
+        degraded=list(degraded or []), narrative_absent=narrative_absent,
     )
 
 

@@ -212,6 +212,7 @@ def build_context(
         narrative=story["text"] if story else None, narrative_version=story["version"] if story else None,
         rules=rules, memories=shown, recent_turns=recent, max_tokens=max_tokens, degraded=degraded,
         pending=said.rank(said.not_shown(found.get("pending") or [], recent, [*rules, *shown]), query),
+        narrative_absent=story is None and "narrative" in found,
     )
 
 

@@ -14,6 +14,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from redis.exceptions import RedisError
 
 from reverie.cache import job_markers, outbox, pending, users, working_memory
+from reverie.cache import narratives as narrative_copy
 from reverie.chat import idempotency, prompt, recall
 from reverie.chat.schemas import ChatContext, ChatRequest, ChatResponse, RecordTurnRequest, TurnRecorded
 from reverie.domain.errors import PayloadTooLarge, ServiceUnavailable
@@ -94,7 +95,7 @@ def _turn(clients, project_id: str, request: ChatRequest, *, turn_id: str, job_i
     # Made at the turn's start: a reflector drops it if the user was forgotten after that.
     job = make_job(project_id=project_id, user_id=request.user_id, session_id=request.session_id, turns=turns,
                    metadata=request.metadata, job_id=job_id, created_at=began_at)
-    delivery = _save(clients, job)
+    delivery = _save(clients, job, no_narrative=context.narrative_absent)
     logger.info("chat turn", extra={"job_id": job.job_id, "route": delivery.route, "memories": len(context.memories),
                                     "rules": len(context.rules), "degraded": context.degraded})
     return ChatResponse(
@@ -123,11 +124,13 @@ def _record(clients, project_id: str, request: RecordTurnRequest, *, turn_id: st
     return TurnRecorded(turn_id=turn_id, job_id=job.job_id, memory_saved=saved.saved)
 
 
-def _save(clients, job: ReflectionJob) -> delivery.Delivery:
+def _save(clients, job: ReflectionJob, *, no_narrative: bool = False) -> delivery.Delivery:
     """Make the turn durable before answering: one Valkey round trip appends the pair to tier 1 and what the user
     said to their pending list (recalled in any session until learned), writes the job marker and parks the job in
     the outbox; its publish is deferred past the response. Without Valkey,
-    the job is published before answering; when neither takes it, the answer says so (and an alarm fires)."""
+    the job is published before answering; when neither takes it, the answer says so (and an alarm fires).
+    `no_narrative`: recall found the user has no narrative; the same round trip marks so, and the user's next turns
+    do not ask Postgres (reverie.cache.narratives)."""
     settings = clients.settings
     writes = users.UserWrites(clients.valkey, job.project_id, job.user_id, job.created_at.timestamp())
     working_memory.append_turns(writes, job.project_id, job.user_id, job.session_id, job.turns,
@@ -135,6 +138,8 @@ def _save(clients, job: ReflectionJob) -> delivery.Delivery:
     pending.remember(writes, job, settings.pending_max_turns, settings.pending_ttl_s)
     job_markers.remember(writes, job)
     delivery.park(writes, job)
+    if no_narrative:
+        narrative_copy.write_none(writes, job.project_id, job.user_id)
     try:
         written = writes.execute()
     except RedisError as exc:

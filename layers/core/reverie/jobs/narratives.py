@@ -135,8 +135,10 @@ def finished(clients, job: NarrativeJob) -> None:
 
 
 def current(clients, project_id: str, user_id: str, *, began_at: float | None = None) -> dict[str, Any] | None:
-    """The user's newest narrative {text, version, generated_at, citations}, or None: from the hot copy, else from
-    Postgres (and the copy filled with it, unless a forget since `began_at` or a delete's mark says not to)."""
+    """The user's newest narrative {text, version, generated_at, citations}, or None: from the hot copy (or its mark
+    that there is none), else from Postgres (and the copy filled with what it found, unless a forget since
+    `began_at` or a delete's mark says not to). The mark that there is none is left by a chat turn that is kept
+    (reverie.chat.turn), not by a read: the user may have been forgotten, or the turn may fail."""
     began = time.time() if began_at is None else began_at
     try:
         copy = hot.read(clients.valkey, project_id, user_id)
@@ -144,6 +146,8 @@ def current(clients, project_id: str, user_id: str, *, began_at: float | None = 
         copy = hot.Hot(hot.State.DROPPED)  # Postgres answers; nothing is filled
     if copy.state is hot.State.FOUND:
         return copy.narrative
+    if copy.state is hot.State.NONE:
+        return None
     latest = narratives.latest(clients.db, project_id, user_id)
     if copy.state is hot.State.MISS and latest is not None:
         _write(clients, project_id, user_id, latest, began, fill=True)
