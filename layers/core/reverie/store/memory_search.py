@@ -54,7 +54,8 @@ def nearest(
     of migration 0009 (a vector index filtered to one of many users keeps almost none of that user's rows). A
     user with LARGE_SCOPE memories or more in scope is a sizeable share of the table, where the approximate index
     (HNSW, migration 0010) walked with pgvector's iterative scan finds them in a fraction of the time. One
-    statement: a count capped at LARGE_SCOPE picks the branch, and the other one is never run."""
+    statement: a count capped at LARGE_SCOPE picks the branch, and the other one is never run. A search of the past
+    (`as_of`) is exact whatever the size: the index holds current memories only."""
     where, params = _scope(project_id, user_id, tiers, filters, as_of)
     params.update(qvec=vector_literal(embedding), k=k, model=embedding_model, large=LARGE_SCOPE,
                   ef=str(HNSW_EF_SEARCH), max_tuples=str(HNSW_MAX_SCAN_TUPLES))
@@ -63,7 +64,11 @@ def nearest(
     # The approximate branch must not be planned on the user's btree (a sort of every row of theirs): its filter
     # is written so no btree can serve it, which leaves the vector index as the one way to an ordered read.
     approximate = rows.replace("user_id = %(user)s", "(user_id = %(user)s) IS TRUE")
+    exact = f"SELECT id::text, recorded_at, embedding_half <=> %(qvec)s::halfvec AS d FROM {rows}"
     with db.read(project_id, cursor_factory=None) as cur:
+        if as_of is not None:
+            cur.execute(f"{exact} ORDER BY d LIMIT %(k)s", params)
+            return [Ranked(row[0], row[1], distance=row[2]) for row in cur.fetchall()]
         cur.execute(
             # Settings local to the statement's implicit transaction (db.read). No parallel workers: starting them
             # costs more than a user's scan, and a plan would start them for the branch that does not run.
@@ -75,8 +80,8 @@ def nearest(
             "  LIMIT %(large)s) capped)"
             " SELECT * FROM ("
             # "+ 0": an ordering no vector index can serve, so the exact branch stays a scan of the user's rows.
-            f" (SELECT id::text, recorded_at, embedding_half <=> %(qvec)s::halfvec AS d FROM {rows}"
-            "   AND (SELECT n FROM mine) < %(large)s ORDER BY (embedding_half <=> %(qvec)s::halfvec) + 0 LIMIT %(k)s)"
+            f" ({exact} AND (SELECT n FROM mine) < %(large)s"
+            "   ORDER BY (embedding_half <=> %(qvec)s::halfvec) + 0 LIMIT %(k)s)"
             " UNION ALL"
             # Relaxed order: the index may hand rows over slightly out of order; they are sorted here.
             f" (SELECT id::text, recorded_at, embedding_half <=> %(qvec)s::halfvec AS d FROM {approximate}"
