@@ -196,7 +196,7 @@ def preload(db, project: str, rows: list[tuple[str, str, str]], dims: int, model
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute("VACUUM ANALYZE memories")
+            cur.execute("VACUUM ANALYZE memories, memory_words")
     finally:
         conn.close()
     return {"copy_s": round(loaded - started, 1), "index_s": timings.get("index_s", 0.0),

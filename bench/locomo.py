@@ -195,7 +195,7 @@ def analyze(stack) -> None:
     import psycopg2
 
     with psycopg2.connect(stack.environment["DATABASE_OWNER_URL"]) as conn, conn.cursor() as cur:
-        cur.execute("ANALYZE memories")
+        cur.execute("ANALYZE memories, memory_words")
 
 
 def main(argv: list[str] | None = None) -> int:

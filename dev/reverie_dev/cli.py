@@ -21,16 +21,14 @@ def _clients():
     return clients()
 
 
-def _raw_database():
-    """A connection that does not insist on the current schema (migrate is what brings it there)."""
-    return _clients().migration_database()
-
-
 def cmd_migrate(args: argparse.Namespace) -> int:
     from reverie.store import current_version, latest_version, migrate
 
-    db = _raw_database()
-    applied = migrate(db)
+    clients = _clients()
+    db = clients.migration_database()
+    # MIGRATE_STATEMENT_TIMEOUT_S lets a long migration (one that reads every memory of a large table) finish here.
+    applied = migrate(db, lock_timeout_s=clients.settings.migrate_lock_timeout_s,
+                      statement_timeout_s=clients.settings.migrate_statement_timeout_s)
     if applied:
         for m in applied:
             print(f"applied {m.version:04d}_{m.name}")

@@ -56,3 +56,12 @@ def test_the_cli_migrate_reports_nothing_to_apply_when_current(clients, capsys):
 
     assert main(["migrate"]) == 0
     assert "nothing to apply" in capsys.readouterr().out
+
+
+def test_the_cli_migrate_gives_a_statement_the_time_its_settings_give(empty_database, clients, monkeypatch, capsys):
+    from reverie_dev.cli import main
+
+    monkeypatch.setattr(clients, "migration_database", lambda: Database(empty_database, max_connections=1))
+    monkeypatch.setattr(clients, "settings", clients.settings.model_copy(update={"migrate_statement_timeout_s": 0.001}))
+    assert main(["migrate"]) != 0
+    assert "longer than 0.001 s" in capsys.readouterr().err

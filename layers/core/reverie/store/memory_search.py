@@ -127,12 +127,13 @@ def matching(
         known = _scope_sizes.get(sized)
         if known is not None and time.monotonic() - known[0] < SCOPE_SIZE_TTL_S:
             size, params["n"] = "SELECT %(n)s::float8 AS n", known[1]
-        # One index-only read per query word: the memories holding it, with what the score needs of them.
+        # One index-only read per query word: the memories holding it, with what the score needs of them. OFFSET 0
+        # keeps each read a lookup of its word, whatever the planner believes of the table (fresh statistics or none).
         found = (
             "post AS MATERIALIZED (SELECT w.lexeme AS word, w.memory_id AS id, w.recorded_at, w.length::float8 AS dl"
             "  FROM q CROSS JOIN LATERAL (SELECT lexeme, memory_id, recorded_at, length FROM memory_words"
             "  WHERE project_id = %(project)s AND user_id = %(user)s AND lexeme = q.lexeme"
-            "  AND tier = ANY(%(tiers)s)) w)"
+            "  AND tier = ANY(%(tiers)s) OFFSET 0) w)"
         )
     else:
         # Each memory in scope is read once, for its length and the query words it holds.
@@ -155,11 +156,12 @@ def matching(
             " idf AS MATERIALIZED (SELECT word, ln(1.0 + (scope.n - count(*) + 0.5) / (count(*) + 0.5)) AS idf"
             "  FROM post, scope GROUP BY word, scope.n),"
             " hit AS MATERIALIZED (SELECT id, recorded_at, dl, sum(idf.idf) AS idf FROM post JOIN idf USING (word)"
-            "  GROUP BY id, recorded_at, dl)"
+            "  GROUP BY id, recorded_at, dl),"
+            " avg AS MATERIALIZED (SELECT avg(dl) AS dl FROM hit)"
             # Rounded: a sum's last bits follow the order its terms came in, and a tie must stay a tie.
             " SELECT hit.id::text, hit.recorded_at, round(1e9 * hit.idf * (%(k1)s::float8 + 1.0)"
             "  / (1.0 + %(k1)s::float8 * (1.0 - %(b)s::float8 + %(b)s::float8 * hit.dl / avg.dl))) / 1e9 AS bm25"
-            "  , scope.n FROM hit, (SELECT avg(dl) AS dl FROM hit) avg, scope"
+            "  , scope.n FROM hit, avg, scope"
             " ORDER BY bm25 DESC, hit.recorded_at DESC, hit.id LIMIT %(k)s",
             params,
         )

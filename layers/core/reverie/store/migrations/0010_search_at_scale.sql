@@ -58,6 +58,7 @@ INSERT INTO memory_words (project_id, user_id, lexeme, memory_id, tier, length, 
     SELECT project_id, user_id, lexeme, id, tier, length(tsv), recorded_at
     FROM memories CROSS JOIN LATERAL unnest(tsvector_to_array(tsv)) AS lexeme
     WHERE superseded_at IS NULL;
+ANALYZE memory_words;
 
 DROP INDEX IF EXISTS memories_tsv;
 
