@@ -66,7 +66,7 @@ def _copy_lines(args) -> str:
 def bulk_load(owner_url: str, project: str, rows: list, dims: int, model: str, *, rebuild: bool = True) -> float:
     """COPY the rows in, then VACUUM ANALYZE (as autovacuum would after a load); rows a second, any index build
     included. With `rebuild` the vector index is dropped and built again after the load, as a load that grows the
-    table severalfold is done; without, each row joins it as it comes (cheaper for a tenth of the table). The words
+    table severalfold is done; without, each row joins it as it comes (the heavy user, a tenth of the table). The words
     index is filled row by row by its trigger."""
     import contextlib
 

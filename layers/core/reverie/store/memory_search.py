@@ -37,7 +37,7 @@ BM25_B = 0.75
 # (migration 0010): an exact scan grows with the user's rows, and past this size costs more than a reply can wait.
 LARGE_SCOPE = 20_000
 # How many candidates the vector index keeps in its beam, and how many of other users' rows it may step over to
-# find a large user's own (pgvector's iterative scan): the measured balance of time and recall (bench/scale.py).
+# find a large user's own (pgvector's iterative scan). Set by trial on bench/scale.py's heavy user, not swept.
 HNSW_EF_SEARCH = 100
 HNSW_MAX_SCAN_TUPLES = 20_000
 
@@ -60,11 +60,11 @@ def nearest(
     params.update(qvec=vector_literal(embedding), k=k, model=embedding_model, large=LARGE_SCOPE,
                   ef=str(HNSW_EF_SEARCH), max_tuples=str(HNSW_MAX_SCAN_TUPLES))
     same_model = "" if embedding_model is None else " AND embedding_model = %(model)s"
-    rows = f"memories WHERE {where}{same_model} AND embedding_half IS NOT NULL"
+    exact = (f"SELECT id::text, recorded_at, embedding_half <=> %(qvec)s::halfvec AS d FROM memories"
+             f" WHERE {where}{same_model} AND embedding_half IS NOT NULL")
     # The approximate branch must not be planned on the user's btree (a sort of every row of theirs): its filter
     # is written so no btree can serve it, which leaves the vector index as the one way to an ordered read.
-    approximate = rows.replace("user_id = %(user)s", "(user_id = %(user)s) IS TRUE")
-    exact = f"SELECT id::text, recorded_at, embedding_half <=> %(qvec)s::halfvec AS d FROM {rows}"
+    approximate = exact.replace("user_id = %(user)s", "(user_id = %(user)s) IS TRUE")
     with db.read(project_id, cursor_factory=None) as cur:
         if as_of is not None:
             cur.execute(f"{exact} ORDER BY d LIMIT %(k)s", params)
@@ -84,8 +84,8 @@ def nearest(
             "   ORDER BY (embedding_half <=> %(qvec)s::halfvec) + 0 LIMIT %(k)s)"
             " UNION ALL"
             # Relaxed order: the index may hand rows over slightly out of order; they are sorted here.
-            f" (SELECT id::text, recorded_at, embedding_half <=> %(qvec)s::halfvec AS d FROM {approximate}"
-            "   AND (SELECT n FROM mine) >= %(large)s ORDER BY embedding_half <=> %(qvec)s::halfvec LIMIT %(k)s)"
+            f" ({approximate} AND (SELECT n FROM mine) >= %(large)s"
+            "   ORDER BY embedding_half <=> %(qvec)s::halfvec LIMIT %(k)s)"
             " ) found ORDER BY d",
             params,
         )
@@ -93,8 +93,8 @@ def nearest(
 
 
 # A large scope's size (LARGE_SCOPE memories or more), kept by each process for SCOPE_SIZE_TTL_S: BM25 needs it,
-# counting it reads every entry of the user's index (10 ms at 100,000 memories), and a minute of writes moves the
-# weights it gives by nothing a ranking shows. Smaller scopes are counted each time (a fraction of a millisecond).
+# counting it reads every entry of the user's index, and a minute of writes barely moves the weights it gives.
+# Smaller scopes are counted each time: their count is cheap, and there a few memories more or less do matter.
 SCOPE_SIZE_TTL_S = 60.0
 SCOPE_SIZES_KEPT = 4096
 _scope_sizes: dict[tuple[str, str, tuple[str, ...]], tuple[float, float]] = {}
@@ -116,10 +116,11 @@ def matching(
     The current memories are found through their words (memory_words, migration 0010), without reading them; a
     search of the past (`as_of`) or by metadata (`filters`) tests the words of each memory in scope instead.
     A large scope's size may be a minute old (SCOPE_SIZE_TTL_S)."""
-    if not or_tsquery(query):
+    terms = or_tsquery(query)
+    if not terms:
         return []
     where, params = _scope(project_id, user_id, tiers, filters, as_of)
-    params.update(query=query, k=k, k1=BM25_K1, b=BM25_B)
+    params.update(query=query, terms=terms, k=k, k1=BM25_K1, b=BM25_B)
     size = f"SELECT count(*)::float8 AS n FROM memories WHERE {where}"
     sized = None
     if as_of is None and not filters:
@@ -137,7 +138,6 @@ def matching(
         )
     else:
         # Each memory in scope is read once, for its length and the query words it holds.
-        params.update(terms=or_tsquery(query))
         found = (
             "post AS MATERIALIZED (SELECT word, id, recorded_at, dl FROM ("
             "  SELECT id, recorded_at, length(tsv)::float8 AS dl,"
