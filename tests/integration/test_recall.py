@@ -25,6 +25,13 @@ from tests.support.narratives import queued_narratives
 pytestmark = pytest.mark.integration
 
 
+def nearest_to(clients, project_id: str, user_id: str, query: str) -> list[memory_search.Ranked]:
+    """The vector half of the chat's search: its candidates nearest to the query, of the clients' model only."""
+    return memory_search.nearest(clients.db, project_id, user_id, clients.llm.embed([query]).vectors[0],
+                                 k=recall.CANDIDATES, tiers=recall.SEARCH_TIERS,
+                                 embedding_model=clients.llm.embedding_model)
+
+
 def test_search_blends_meaning_and_words(clients, project):
     p = project.project_id
     by_words = remember(clients, p, "ana", "Ana's sister Rosa lives in Lisbon", embed=False)
@@ -46,8 +53,8 @@ def test_the_vector_half_returns_exactly_the_users_own_nearest_rows(clients, pro
     for i in range(30):
         own.add(remember(clients, p, "ana", f"Ana's meeting number {i} was about quarterly budgets"))
         remember(clients, p, f"other-{i}", "Ana adopted a grey cat named Miso")  # same text, other users
-    hits, embedded = recall.vector_hits(clients, p, "ana", "adopted cat Miso", tiers=recall.SEARCH_TIERS)
-    assert embedded and hits[0].id == target
+    hits = nearest_to(clients, p, "ana", "adopted cat Miso")
+    assert hits[0].id == target
     assert {h.id for h in hits} == own and len(hits) == 31
 
 
@@ -142,8 +149,7 @@ def test_the_vector_half_ignores_vectors_of_another_model(clients, project):
     p = project.project_id
     ours = remember(clients, p, "ana", "Ana adopted a grey cat named Miso")
     remember(clients, p, "ana", "Ana adopted a grey cat named Miso too", embedding_model="another-model-v2")
-    hits, embedded = recall.vector_hits(clients, p, "ana", "adopted cat Miso", tiers=recall.SEARCH_TIERS)
-    assert embedded and [h.id for h in hits] == [ours]
+    assert [h.id for h in nearest_to(clients, p, "ana", "adopted cat Miso")] == [ours]
 
 
 def test_search_is_scoped_to_the_project_and_user(clients, project):

@@ -9,7 +9,7 @@ from reverie.chat import recall
 from reverie.domain.tiers import Tier
 from reverie.llm import LLMUnavailable
 from reverie.ops import admin, reembed
-from reverie.store import embeddings
+from reverie.store import embeddings, memory_search
 from reverie.store.projects import create_project
 from tests.support.clients import swapped
 from tests.support.llm import SpyLLM
@@ -89,8 +89,8 @@ def test_during_a_move_old_vectors_are_found_by_their_words_never_compared_by_co
     old = remember(clients, p, "ana", "Ana's cat Miso sleeps on the piano", embedding_model=OLD)
     found = recall.search(clients, p, "ana", "Where does Miso sleep?")
     assert [m.id for m in found] == [old]
-    hits, embedded = recall.vector_hits(clients, p, "ana", "Where does Miso sleep?")
-    assert embedded and hits == []
+    query = clients.llm.embed(["Where does Miso sleep?"]).vectors[0]
+    assert memory_search.nearest(clients.db, p, "ana", query, k=10, embedding_model=clients.llm.embedding_model) == []
 
 
 def test_the_admin_action_checks_its_fields_and_answers_where_to_go_on(clients, project):

@@ -216,7 +216,8 @@ def test_a_statement_sent_with_its_scope_keeps_its_values_and_percent_signs_as_t
     p, text = project.project_id, "Ana saves 50% of %s and %(pay)s, 100%% sure"
     with clients.db.transaction(p) as conn, conn.cursor() as cur:
         memory_id = store.insert(cur, p, "ana", store.NewMemory(tier=Tier.SEMANTIC, text=text))
-    winners = memory_search.best(clients.db, p, "ana", {memory_id: 1.0}, limit=1, neighbour_weight=0.5)
+    winners = memory_search.hybrid(clients.db, p, "ana", "saves", None, k=3, limit=1, vector_weight=0.5,
+                                   neighbour_weight=0.5)
     assert [m.text for m in winners] == [text]  # %s parameters
     assert [h.id for h in memory_search.matching(clients.db, p, "ana", "saves", k=3)] == [memory_id]  # %(name)s
     with clients.db.read(p) as cur:  # no parameters: the statement goes as written
@@ -318,8 +319,8 @@ def test_a_scoped_read_still_takes_one_round_trip(engines, two_projects):
         reads = {
             "nearest": lambda: memory_search.nearest(db, a, "ana", vector, k=5),
             "matching": lambda: memory_search.matching(db, a, "ana", "Ana works", k=5),
-            "best": lambda: memory_search.best(db, a, "ana", {"00000000-0000-0000-0000-000000000000": 1.0}, limit=5,
-                                              neighbour_weight=0.5),
+            "hybrid": lambda: memory_search.hybrid(db, a, "ana", "Ana works", vector, k=5, limit=5, vector_weight=0.5,
+                                                  neighbour_weight=0.5),
             "narrative": lambda: narratives.latest(db, a, "ana"),
             "rules": lambda: store.current_by_tier(db, a, "ana", Tier.PROCEDURAL, 10),
         }

@@ -95,15 +95,17 @@ def test_matching_ranks_by_words_within_scope(clients, project):
 
 def test_the_winners_are_read_best_first_skipping_gone_rows_and_other_users(clients, project):
     p = project.project_id
-    a = insert(clients, p, "ana", "fact a", None)
-    b = insert(clients, p, "ana", "fact b", None)
-    gone = insert(clients, p, "ana", "fact gone", None)
-    bens = insert(clients, p, "ben", "fact of ben", None)
+    a = insert(clients, p, "ana", "fact alpha", None)
+    b = insert(clients, p, "ana", "fact beta", None)
+    gone = insert(clients, p, "ana", "fact beta gone", None)
+    insert(clients, p, "ben", "fact beta of ben", None)
     assert store.delete(clients.db, p, gone)
-    scores = {b: 0.9, gone: 0.8, bens: 0.7, a: 0.6}
-    found = memory_search.best(clients.db, p, "ana", scores, limit=10, neighbour_weight=0.5)
-    assert [(m.id, m.score) for m in found] == [(b, 0.9), (a, 0.6)]
-    assert memory_search.best(clients.db, p, "ana", {}, limit=10, neighbour_weight=0.5) == []
+    found = memory_search.hybrid(clients.db, p, "ana", "fact beta", None, k=10, limit=10, vector_weight=0.5,
+                                 neighbour_weight=0.5)
+    assert [m.id for m in found] == [b, a]
+    assert found[0].score > found[1].score
+    assert memory_search.hybrid(clients.db, p, "ana", "? !", None, k=10, limit=10, vector_weight=0.5,
+                                neighbour_weight=0.5) == []
 
 
 def test_a_read_runs_outside_a_transaction_and_leaves_the_connection_transactional(clients, project):
@@ -136,3 +138,14 @@ def test_a_failed_read_gives_its_connection_back_usable(clients):
             assert not conn.autocommit
     finally:
         db.close()
+
+
+def test_rows_come_as_plain_dicts_by_every_way_of_fetching(clients, project):
+    with clients.db.read(project.project_id) as cur:
+        cur.execute("SELECT g AS n, g * 2 AS twice FROM generate_series(1, 6) g ORDER BY g")
+        first = cur.fetchone()
+        assert type(first) is dict and first == {"n": 1, "twice": 2}
+        assert cur.fetchmany(2) == [{"n": 2, "twice": 4}, {"n": 3, "twice": 6}]
+        assert next(iter(cur)) == {"n": 4, "twice": 8}
+        assert cur.fetchall() == [{"n": 5, "twice": 10}, {"n": 6, "twice": 12}]
+        assert cur.fetchone() is None

@@ -1,5 +1,4 @@
-"""Fitting recall into a token budget: shares, what flows between parts, what each part keeps; and the blend of the
-two halves of a hybrid search."""
+"""Fitting recall into a token budget: shares, what flows between parts, what each part keeps."""
 
 from __future__ import annotations
 
@@ -9,11 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reverie.chat.context import PARTS, SHARES, allocate, clip_to_tokens, fit
-from reverie.chat.recall import blend
 from reverie.domain.memory import ScoredMemory, Turn
 from reverie.domain.tiers import Tier
 from reverie.llm import estimate_tokens
-from reverie.store.memory_search import Ranked
 
 demands = st.fixed_dictionaries({part: st.integers(0, 5000) for part in PARTS})
 budgets = st.integers(0, 8000)
@@ -99,46 +96,3 @@ def test_a_narrative_over_its_share_is_clipped_not_dropped():
                   max_tokens=1000)
     assert context.narrative and context.narrative.endswith("…")
     assert estimate_tokens(context.narrative) <= 1000 - estimate_tokens(context.memories[0].text)
-
-
-def near(memory_id: str, distance: float) -> Ranked:
-    return Ranked(memory_id, datetime(2026, 1, 1, tzinfo=UTC), distance=distance)
-
-
-def words(memory_id: str, bm25: float) -> Ranked:
-    return Ranked(memory_id, datetime(2026, 1, 1, tzinfo=UTC), score=bm25)
-
-
-def test_the_blend_scales_each_list_to_its_own_range_and_weighs_it():
-    vector = [near("a", 0.10), near("b", 0.30), near("c", 0.50)]
-    text = [words("c", 12.0), words("d", 4.0)]
-    blended = blend(vector, text, vector_weight=0.25)
-    assert blended == {"a": 0.25, "b": 0.125, "c": 0.75, "d": 0.0}
-
-
-def test_a_far_ahead_word_match_beats_a_vector_list_that_barely_tells_its_hits_apart():
-    # The vector list's first and second places are almost equally near; BM25 puts "rare" far ahead of "common".
-    vector = [near("common", 0.400), near("rare", 0.401), near("other", 0.402)]
-    text = [words("rare", 9.0), words("common", 1.0), words("other", 0.9)]
-    blended = blend(vector, text, vector_weight=0.5)
-    assert max(blended, key=blended.get) == "rare"
-
-
-def test_a_list_alone_keeps_its_order_and_equal_scores_count_fully():
-    assert blend([], [words("x", 3.0), words("y", 1.0)], vector_weight=0.2) == {"x": 0.8, "y": 0.0}
-    assert blend([near("x", 0.2)], [], vector_weight=0.2) == {"x": 0.2}
-    assert blend([near("x", 0.2), near("y", 0.2)], [], vector_weight=1.0) == {"x": 1.0, "y": 1.0}
-
-
-@given(st.lists(st.floats(0, 2), min_size=1, max_size=20), st.lists(st.floats(0, 50), min_size=1, max_size=20),
-       st.floats(0, 1))
-def test_every_blended_score_lies_between_0_and_1(distances, scores, weight):
-    vector = [near(f"v{i}", d) for i, d in enumerate(distances)]
-    text = [words(f"t{i % 7}", b) for i, b in enumerate(scores)]
-    blended = blend(vector, text, vector_weight=weight)
-    assert set(blended) == {h.id for h in vector} | {h.id for h in text}
-    assert all(-1e-9 <= v <= 1 + 1e-9 for v in blended.values())
-
-
-def test_the_blend_of_nothing_is_nothing():
-    assert blend([], [], vector_weight=0.5) == {}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime
@@ -59,18 +58,25 @@ def search(
     clients, project_id: str, user_id: str, query: str, *, tiers: list[Tier] | tuple[Tier, ...] | None = None,
     limit: int = 10, filters: dict[str, Any] | None = None, as_of: datetime | None = None,
 ) -> list[ScoredMemory]:
-    """Hybrid search: the nearest memories by cosine and the best by BM25, blended (`blend`), each hit's session
-    neighbours lifted (memory_search.best). The full-text half runs while the query is embedded; if the query
-    cannot be embedded, it answers alone (logged, metric).
+    """Hybrid search (memory_search.hybrid): the nearest memories by cosine and the best by BM25, blended, each
+    hit's session neighbours lifted. If the query cannot be embedded, the full-text half answers alone (logged,
+    metric)."""
+    return memories_for(clients, project_id, user_id, query, tiers=tiers, limit=limit, filters=filters,
+                        as_of=as_of)[0]
 
-    Call it from a request thread, not from a task of `pool()` (it submits the full-text half there)."""
-    scope: dict[str, Any] = {"tiers": tiers, "filters": filters, "as_of": as_of}
-    text = pool().submit(text_hits, clients, project_id, user_id, query, **scope)
-    vector, _ = vector_hits(clients, project_id, user_id, query, **scope)
+
+def memories_for(
+    clients, project_id: str, user_id: str, query: str, *, tiers: list[Tier] | tuple[Tier, ...] | None, limit: int,
+    filters: dict[str, Any] | None = None, as_of: datetime | None = None,
+) -> tuple[list[ScoredMemory], bool]:
+    """`search`'s memories, and whether the query was embedded."""
+    embedding = embed_query(clients, query)
     vector_weight, neighbour_weight = weights(clients)
-    blended = blend(vector, text.result(), vector_weight=vector_weight)
-    return memory_search.best(clients.db, project_id, user_id, blended, limit=limit,
-                              neighbour_weight=neighbour_weight, **scope)
+    found = memory_search.hybrid(
+        clients.db, project_id, user_id, query, embedding, k=CANDIDATES, limit=limit, vector_weight=vector_weight,
+        neighbour_weight=neighbour_weight, embedding_model=clients.llm.embedding_model, tiers=tiers,
+        filters=filters, as_of=as_of)
+    return found, embedding is not None
 
 
 def rank(
@@ -81,12 +87,9 @@ def rank(
 ) -> list[ScoredMemory]:
     """The hybrid search of `search` for a caller that already holds the query's embedding: an empty query
     searches by vector only, no embedding by full text only."""
-    scope: dict[str, Any] = {"tiers": tiers, "filters": filters, "as_of": as_of}
-    text = memory_search.matching(db, project_id, user_id, query, k=candidates, **scope)
-    vector = [] if embedding is None else memory_search.nearest(db, project_id, user_id, embedding, k=candidates,
-                                                  embedding_model=embedding_model, **scope)
-    return memory_search.best(db, project_id, user_id, blend(vector, text, vector_weight=vector_weight),
-                              limit=limit, neighbour_weight=neighbour_weight, **scope)
+    return memory_search.hybrid(db, project_id, user_id, query, embedding, k=candidates, limit=limit,
+                                vector_weight=vector_weight, neighbour_weight=neighbour_weight,
+                                embedding_model=embedding_model, tiers=tiers, filters=filters, as_of=as_of)
 
 
 def weights(clients) -> tuple[float, float]:
@@ -96,46 +99,6 @@ def weights(clients) -> tuple[float, float]:
     if vector_weight is None:
         vector_weight = MODEL_VECTOR_WEIGHT.get(clients.llm.embedding_model, DEFAULT_VECTOR_WEIGHT)
     return vector_weight, settings.search_neighbour_weight
-
-
-def text_hits(clients, project_id: str, user_id: str, query: str, **scope: Any) -> list[memory_search.Ranked]:
-    """The full-text half of a hybrid search, best first."""
-    return memory_search.matching(clients.db, project_id, user_id, query, k=CANDIDATES, **scope)
-
-
-def vector_hits(
-    clients, project_id: str, user_id: str, query: str, **scope: Any,
-) -> tuple[list[memory_search.Ranked], bool]:
-    """Embed the query, then the vector half of a hybrid search (vectors of the same model only), best first; and
-    whether it was embedded."""
-    embedding = embed_query(clients, query)
-    if embedding is None:
-        return [], False
-    return memory_search.nearest(clients.db, project_id, user_id, embedding, k=CANDIDATES,
-                   embedding_model=clients.llm.embedding_model, **scope), True
-
-
-def blend(
-    vector: Sequence[memory_search.Ranked], text: Sequence[memory_search.Ranked], *, vector_weight: float,
-) -> dict[str, float]:
-    """One score per candidate: each list's scores scaled to 0..1 over its own candidates (the best 1, the last 0),
-    then `vector_weight` of the vector list's plus the rest of the full-text list's (0 where a list missed it).
-
-    Why not reciprocal rank fusion: ranks forget how far apart the scores are. A question's rare name can put one
-    memory far ahead in BM25 while the hashed vectors barely tell their top fifty apart; RRF scored the two lists'
-    first places alike, and the fused list found less of LoCoMo's evidence than BM25 alone."""
-    near = _unit({hit.id: -float(hit.distance or 0.0) for hit in vector})
-    words = _unit({hit.id: float(hit.score or 0.0) for hit in text})
-    return {memory_id: vector_weight * near.get(memory_id, 0.0) + (1 - vector_weight) * words.get(memory_id, 0.0)
-            for memory_id in dict.fromkeys([*near, *words])}
-
-
-def _unit(scores: dict[str, float]) -> dict[str, float]:
-    """Scores scaled to 0..1 (min-max); a list whose scores are all equal scores 1 throughout."""
-    if not scores:
-        return {}
-    low, high = min(scores.values()), max(scores.values())
-    return {i: (v - low) / (high - low) if high > low else 1.0 for i, v in scores.items()}
 
 
 def embed_query(clients, query: str) -> list[float] | None:
@@ -162,32 +125,21 @@ def build_context(
     raised: recall makes an answer better, it must not stop one."""
     settings = clients.settings
     deadline = None if deadline_s is None else time.monotonic() + deadline_s
-    lookups: dict[str, Any] = {
-        "narrative": lambda: fresh_narrative(clients, project_id, user_id),
-        "rules": lambda: _rules(clients, project_id, user_id),
-    }
+    # The search first: it is the longest, and the others fit beside it.
     if query:
-        # The two halves of the hybrid search run apart, so the full-text half overlaps the embedding call.
-        lookups["text"] = lambda: text_hits(clients, project_id, user_id, query, tiers=SEARCH_TIERS)
-        lookups["vector"] = lambda: vector_hits(clients, project_id, user_id, query, tiers=SEARCH_TIERS)
+        lookups: dict[str, Any] = {"memories": lambda: memories_for(
+            clients, project_id, user_id, query, tiers=SEARCH_TIERS, limit=settings.recall_limit)}
     else:
-        lookups["memories"] = lambda: newest(clients, project_id, user_id, settings.recall_limit)
+        lookups = {"memories": lambda: (newest(clients, project_id, user_id, settings.recall_limit), True)}
+    lookups["narrative"] = lambda: fresh_narrative(clients, project_id, user_id)
+    lookups["rules"] = lambda: _rules(clients, project_id, user_id)
     if session_id:
         lookups["recent_turns"] = lambda: working_memory.recent_turns(
             clients.valkey, project_id, user_id, session_id, settings.working_memory_max_turns)
     if settings.pending_max_turns:
         lookups["pending"] = lambda: said.unlearned(clients, project_id, user_id)
     found, failed = _run_all(lookups, deadline)
-    vector, embedded = found.get("vector") or ([], not query)
-    vector_weight, neighbour_weight = weights(clients)
-    blended = blend(vector, found.get("text") or [], vector_weight=vector_weight) if query else {}
-    if blended:
-        # Only the winners (and their neighbours) are read in full: one more lookup, within the same deadline.
-        winners, missing = _run_all({"memories": lambda: memory_search.best(
-            clients.db, project_id, user_id, blended, limit=settings.recall_limit, neighbour_weight=neighbour_weight,
-            tiers=SEARCH_TIERS)}, deadline)
-        found.update(winners)
-        failed |= missing
+    shown, embedded = found.get("memories") or ([], True)
 
     degraded = []
     if failed - {"recent_turns", "pending"}:
@@ -203,11 +155,11 @@ def build_context(
         metrics.add_metric(name=Metric.PENDING_TURNS_SKIPPED, unit=MetricUnit.Count, value=1)
     if failed & {"recent_turns", "pending"}:
         degraded.append("valkey")
-    if not embedded and "vector" not in failed:
+    if not embedded:
         degraded.append("embeddings")
 
     story = found.get("narrative")
-    rules, shown, recent = found.get("rules") or [], found.get("memories") or [], found.get("recent_turns") or []
+    rules, recent = found.get("rules") or [], found.get("recent_turns") or []
     return fit(
         narrative=story["text"] if story else None, narrative_version=story["version"] if story else None,
         rules=rules, memories=shown, recent_turns=recent, max_tokens=max_tokens, degraded=degraded,

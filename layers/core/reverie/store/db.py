@@ -68,6 +68,32 @@ def scope_statement(scope: Scope) -> tuple[str, tuple[str, str]] | None:
     raise TypeError(f"a database scope is a project id, ALL_PROJECTS or NO_PROJECT, not {scope!r}")
 
 
+class DictCursor(psycopg2.extensions.cursor):
+    """Rows as plain dicts keyed by column name. psycopg2's RealDictCursor builds each row in Python a column at a
+    time; zipping the names onto the row psycopg2 built in C costs a fraction of that, and a chat turn reads a few
+    hundred columns while other lookups of the turn wait for the interpreter."""
+
+    def _names(self) -> list[str]:
+        return [column.name for column in self.description or ()]
+
+    def fetchone(self):
+        row = super().fetchone()
+        return None if row is None else dict(zip(self._names(), row, strict=True))
+
+    def fetchmany(self, size=None):
+        rows = super().fetchmany() if size is None else super().fetchmany(size)
+        names = self._names()
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    def fetchall(self):
+        names = self._names()
+        return [dict(zip(names, row, strict=True)) for row in super().fetchall()]
+
+    def __iter__(self):
+        while (row := self.fetchone()) is not None:
+            yield row
+
+
 @functools.cache
 def _scoped(base: type) -> type:
     """`base` (a cursor class) sending its scope's set_config in the same message as each statement. Postgres runs
@@ -190,17 +216,17 @@ class Database:
             yield conn
 
     @contextmanager
-    def cursor(self, scope: Scope) -> Iterator[psycopg2.extras.RealDictCursor]:
+    def cursor(self, scope: Scope) -> Iterator[DictCursor]:
         """A dict cursor inside its own transaction in `scope`."""
         statement = scope_statement(scope)
-        factory = psycopg2.extras.RealDictCursor if statement is None else _scoped(psycopg2.extras.RealDictCursor)
+        factory = DictCursor if statement is None else _scoped(DictCursor)
         with self._transaction() as conn, conn.cursor(cursor_factory=factory) as cur:
             if statement is not None:
                 cur.scope_sql = cur.mogrify(*statement) + b"; "
             yield cur
 
     @contextmanager
-    def read(self, scope: Scope, cursor_factory=psycopg2.extras.RealDictCursor) -> Iterator[psycopg2.extensions.cursor]:
+    def read(self, scope: Scope, cursor_factory=DictCursor) -> Iterator[psycopg2.extensions.cursor]:
         """A cursor (dict rows unless told otherwise) for ONE read statement in `scope`, in autocommit: one round
         trip instead of BEGIN, query, COMMIT. Not for writes, nor for reads that must see one snapshot across
         statements (use `cursor()`).

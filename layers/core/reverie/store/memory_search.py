@@ -41,6 +41,17 @@ LARGE_SCOPE = 20_000
 HNSW_EF_SEARCH = 100
 HNSW_MAX_SCAN_TUPLES = 20_000
 
+# Settings local to the statement's implicit transaction (db.read). No parallel workers: starting them costs more
+# than a user's scan, and a plan would start them for the branch that does not run.
+_VECTOR_SETTINGS = (
+    "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),"
+    " set_config('hnsw.ef_search', %(ef)s, true), set_config('hnsw.max_scan_tuples', %(max_tuples)s, true),"
+    " set_config('max_parallel_workers_per_gather', '0', true); "
+)
+_NO_NEAR = "near AS (SELECT NULL::uuid AS id, NULL::timestamptz AS recorded_at, NULL::float8 AS d WHERE false)"
+_NO_WORDS = ("scope AS (SELECT NULL::float8 AS n),"
+             " words AS (SELECT NULL::uuid AS id, NULL::timestamptz AS recorded_at, NULL::float8 AS bm25 WHERE false)")
+
 
 def nearest(
     db: Database, project_id: str, user_id: str, embedding: list[float], *, k: int,
@@ -57,39 +68,42 @@ def nearest(
     statement: a count capped at LARGE_SCOPE picks the branch, and the other one is never run. A search of the past
     (`as_of`) is exact whatever the size: the index holds current memories only."""
     where, params = _scope(project_id, user_id, tiers, filters, as_of)
+    settings, near = _near(where, params, embedding, k=k, embedding_model=embedding_model, as_of=as_of)
+    with db.read(project_id, cursor_factory=None) as cur:
+        cur.execute(f"{settings}WITH {near} SELECT id::text, recorded_at, d FROM near ORDER BY d", params)
+        return [Ranked(row[0], row[1], distance=row[2]) for row in cur.fetchall()]
+
+
+def _near(
+    where: str, params: dict[str, Any], embedding: list[float], *, k: int, embedding_model: str | None,
+    as_of: datetime | None, counted: bool = False,
+) -> tuple[str, str]:
+    """The settings to send first, and the CTEs that end in `near(id, recorded_at, d)`: `nearest`'s `k` hits.
+    `counted`: a CTE `scope(n)` before these holds the number of memories in the same scope."""
     params.update(qvec=vector_literal(embedding), k=k, model=embedding_model, large=LARGE_SCOPE,
                   ef=str(HNSW_EF_SEARCH), max_tuples=str(HNSW_MAX_SCAN_TUPLES))
     same_model = "" if embedding_model is None else " AND embedding_model = %(model)s"
-    exact = (f"SELECT id::text, recorded_at, embedding_half <=> %(qvec)s::halfvec AS d FROM memories"
+    exact = (f"SELECT id, recorded_at, embedding_half <=> %(qvec)s::halfvec AS d FROM memories"
              f" WHERE {where}{same_model} AND embedding_half IS NOT NULL")
+    if as_of is not None:
+        return "", f"near AS MATERIALIZED ({exact} ORDER BY d LIMIT %(k)s)"
     # The approximate branch must not be planned on the user's btree (a sort of every row of theirs): its filter
     # is written so no btree can serve it, which leaves the vector index as the one way to an ordered read.
     approximate = exact.replace("user_id = %(user)s", "(user_id = %(user)s) IS TRUE")
-    with db.read(project_id, cursor_factory=None) as cur:
-        if as_of is not None:
-            cur.execute(f"{exact} ORDER BY d LIMIT %(k)s", params)
-            return [Ranked(row[0], row[1], distance=row[2]) for row in cur.fetchall()]
-        cur.execute(
-            # Settings local to the statement's implicit transaction (db.read). No parallel workers: starting them
-            # costs more than a user's scan, and a plan would start them for the branch that does not run.
-            "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),"
-            " set_config('hnsw.ef_search', %(ef)s, true), set_config('hnsw.max_scan_tuples', %(max_tuples)s, true),"
-            " set_config('max_parallel_workers_per_gather', '0', true);"
-            # The count reads the narrow index of the user's current rows, and stops at LARGE_SCOPE.
-            f" WITH mine AS MATERIALIZED (SELECT count(*) AS n FROM (SELECT 1 FROM memories WHERE {where}"
-            "  LIMIT %(large)s) capped)"
-            " SELECT * FROM ("
-            # "+ 0": an ordering no vector index can serve, so the exact branch stays a scan of the user's rows.
-            f" ({exact} AND (SELECT n FROM mine) < %(large)s"
-            "   ORDER BY (embedding_half <=> %(qvec)s::halfvec) + 0 LIMIT %(k)s)"
-            " UNION ALL"
-            # Relaxed order: the index may hand rows over slightly out of order; they are sorted here.
-            f" ({approximate} AND (SELECT n FROM mine) >= %(large)s"
-            "   ORDER BY embedding_half <=> %(qvec)s::halfvec LIMIT %(k)s)"
-            " ) found ORDER BY d",
-            params,
-        )
-        return [Ranked(row[0], row[1], distance=row[2]) for row in cur.fetchall()]
+    # The count reads the narrow index of the user's current rows, and stops at LARGE_SCOPE.
+    mine = ("mine AS (SELECT n FROM scope)" if counted else
+            f"mine AS MATERIALIZED (SELECT count(*) AS n FROM (SELECT 1 FROM memories WHERE {where}"
+            "  LIMIT %(large)s) capped)")
+    return _VECTOR_SETTINGS, (
+        f"{mine}, near AS MATERIALIZED ("
+        # "+ 0": an ordering no vector index can serve, so the exact branch stays a scan of the user's rows.
+        f" ({exact} AND (SELECT n FROM mine) < %(large)s"
+        "   ORDER BY (embedding_half <=> %(qvec)s::halfvec) + 0 LIMIT %(k)s)"
+        " UNION ALL"
+        # Relaxed order: the index may hand rows over slightly out of order; they are sorted by the reader.
+        f" ({approximate} AND (SELECT n FROM mine) >= %(large)s"
+        "   ORDER BY embedding_half <=> %(qvec)s::halfvec LIMIT %(k)s))"
+    )
 
 
 # A large scope's size (LARGE_SCOPE memories or more), kept by each process for SCOPE_SIZE_TTL_S: BM25 needs it,
@@ -116,15 +130,32 @@ def matching(
     The current memories are found through their words (memory_words, migration 0010), without reading them; a
     search of the past (`as_of`) or by metadata (`filters`) tests the words of each memory in scope instead.
     A large scope's size may be a minute old (SCOPE_SIZE_TTL_S)."""
+    where, params = _scope(project_id, user_id, tiers, filters, as_of)
+    words, sized = _words(where, params, query, k=k, filters=filters, as_of=as_of)
+    if words is None:
+        return []
+    with db.read(project_id, cursor_factory=None) as cur:
+        cur.execute(f"WITH {words} SELECT id::text, recorded_at, bm25, (SELECT n FROM scope) FROM words"
+                    " ORDER BY bm25 DESC, recorded_at DESC, id", params)
+        rows = cur.fetchall()
+    _keep_size(sized, params, rows[0][3] if rows else None)
+    return [Ranked(row[0], row[1], score=float(row[2])) for row in rows]
+
+
+def _words(
+    where: str, params: dict[str, Any], query: str, *, k: int, filters: dict[str, Any] | None,
+    as_of: datetime | None,
+) -> tuple[str | None, tuple[str, str, tuple[str, ...]] | None]:
+    """The CTEs that end in `words(id, recorded_at, bm25)`, `matching`'s `k` hits, and `scope(n)`, the number of
+    memories in scope (None when the query has no word to match); and the key its size is kept under, if any."""
     terms = or_tsquery(query)
     if not terms:
-        return []
-    where, params = _scope(project_id, user_id, tiers, filters, as_of)
+        return None, None
     params.update(query=query, terms=terms, k=k, k1=BM25_K1, b=BM25_B)
     size = f"SELECT count(*)::float8 AS n FROM memories WHERE {where}"
     sized = None
     if as_of is None and not filters:
-        sized = (project_id, user_id, tuple(params["tiers"]))
+        sized = (params["project"], params["user"], tuple(params["tiers"]))
         known = _scope_sizes.get(sized)
         if known is not None and time.monotonic() - known[0] < SCOPE_SIZE_TTL_S:
             size, params["n"] = "SELECT %(n)s::float8 AS n", known[1]
@@ -145,32 +176,78 @@ def matching(
             f"  FROM memories WHERE {where} AND tsv @@ to_tsquery('english', %(terms)s)) hit"
             "  CROSS JOIN unnest(hit.words) AS word)"
         )
-    with db.read(project_id, cursor_factory=None) as cur:
-        # A (word, memory) row for each query word a memory holds; the words' frequencies are counted from them, and
-        # each memory's score is the sum of its words'. float8 throughout: numeric is slow.
-        cur.execute(
-            "WITH q AS MATERIALIZED (SELECT lexeme, quote_literal(lexeme)::tsquery AS tq FROM ("
-            "  SELECT DISTINCT lexeme FROM unnest(tsvector_to_array(to_tsvector('english', %(query)s))) AS lexeme) w),"
-            f" {found},"
-            f" scope AS MATERIALIZED ({size}),"
-            " idf AS MATERIALIZED (SELECT word, ln(1.0 + (scope.n - count(*) + 0.5) / (count(*) + 0.5)) AS idf"
-            "  FROM post, scope GROUP BY word, scope.n),"
-            " hit AS MATERIALIZED (SELECT id, recorded_at, dl, sum(idf.idf) AS idf FROM post JOIN idf USING (word)"
-            "  GROUP BY id, recorded_at, dl),"
-            " avg AS MATERIALIZED (SELECT avg(dl) AS dl FROM hit)"
-            # Rounded: a sum's last bits follow the order its terms came in, and a tie must stay a tie.
-            " SELECT hit.id::text, hit.recorded_at, round(1e9 * hit.idf * (%(k1)s::float8 + 1.0)"
-            "  / (1.0 + %(k1)s::float8 * (1.0 - %(b)s::float8 + %(b)s::float8 * hit.dl / avg.dl))) / 1e9 AS bm25"
-            "  , scope.n FROM hit, avg, scope"
-            " ORDER BY bm25 DESC, hit.recorded_at DESC, hit.id LIMIT %(k)s",
-            params,
-        )
+    # A (word, memory) row for each query word a memory holds; the words' frequencies are counted from them, and each
+    # memory's score is the sum of its words'. float8 throughout: numeric is slow.
+    return (
+        "q AS MATERIALIZED (SELECT lexeme, quote_literal(lexeme)::tsquery AS tq FROM ("
+        "  SELECT DISTINCT lexeme FROM unnest(tsvector_to_array(to_tsvector('english', %(query)s))) AS lexeme) w),"
+        f" {found},"
+        f" scope AS MATERIALIZED ({size}),"
+        " idf AS MATERIALIZED (SELECT word, ln(1.0 + (scope.n - count(*) + 0.5) / (count(*) + 0.5)) AS idf"
+        "  FROM post, scope GROUP BY word, scope.n),"
+        " held AS MATERIALIZED (SELECT id, recorded_at, dl, sum(idf.idf) AS idf FROM post JOIN idf USING (word)"
+        "  GROUP BY id, recorded_at, dl),"
+        " avg AS MATERIALIZED (SELECT avg(dl) AS dl FROM held),"
+        # Rounded: a sum's last bits follow the order its terms came in, and a tie must stay a tie.
+        " words AS MATERIALIZED (SELECT held.id, held.recorded_at, round(1e9 * held.idf * (%(k1)s::float8 + 1.0)"
+        "  / (1.0 + %(k1)s::float8 * (1.0 - %(b)s::float8 + %(b)s::float8 * held.dl / avg.dl))) / 1e9 AS bm25"
+        "  FROM held, avg ORDER BY bm25 DESC, held.recorded_at DESC, held.id LIMIT %(k)s)"
+    ), sized
+
+
+def _keep_size(sized: tuple[str, str, tuple[str, ...]] | None, params: dict[str, Any], n: float | None) -> None:
+    """Keep a large scope's size counted by a statement (`_words`) for the next searches of the process."""
+    if sized is None or n is None or n < LARGE_SCOPE or "n" in params:
+        return
+    if len(_scope_sizes) >= SCOPE_SIZES_KEPT:
+        _scope_sizes.pop(next(iter(_scope_sizes)))  # the oldest
+    _scope_sizes[sized] = (time.monotonic(), n)
+
+
+def hybrid(
+    db: Database, project_id: str, user_id: str, query: str, embedding: list[float] | None, *, k: int, limit: int,
+    vector_weight: float, neighbour_weight: float, embedding_model: str | None = None,
+    tiers: Sequence[Tier] | None = None, filters: dict[str, Any] | None = None, as_of: datetime | None = None,
+) -> list[ScoredMemory]:
+    """The hybrid search in one statement: `nearest` to `embedding` and `matching` the words of `query` (`k` of each;
+    either half is left out without an embedding or without a word to match), blended, then `best`'s neighbours and
+    full rows. One round trip and one plan for what would be three of each.
+
+    The blend gives each candidate one score: each list's scores scaled to 0..1 over its own candidates (the best 1,
+    the last 0; all 1 when they are equal), then `vector_weight` of the vector list's plus the rest of the full-text
+    list's (0 where a list missed it). Why not reciprocal rank fusion: ranks forget how far apart the scores are. A
+    question's rare name can put one memory far ahead in BM25 while the hashed vectors barely tell their top fifty
+    apart; RRF scored the two lists' first places alike, and the fused list found less of LoCoMo's evidence than
+    BM25 alone."""
+    where, params = _scope(project_id, user_id, tiers, filters, as_of)
+    words, sized = _words(where, params, query, k=k, filters=filters, as_of=as_of)
+    settings, near = "", _NO_NEAR
+    if embedding is not None:
+        # The words' scope is the vector half's: its count, when made, decides the branch too.
+        settings, near = _near(where, params, embedding, k=k, embedding_model=embedding_model, as_of=as_of,
+                               counted=words is not None)
+    if words is None and embedding is None:
+        return []
+    params.update(vector_weight=float(vector_weight))
+    blended = (
+        " near_span AS (SELECT min(d) AS low, max(d) AS high FROM near),"
+        " words_span AS (SELECT min(bm25) AS low, max(bm25) AS high FROM words),"
+        # The order each list gave its candidates, the vector list's first: ties among the lifters keep it.
+        " candidate AS MATERIALIZED (SELECT id, sum(score) AS score, min(listed) AS listed FROM ("
+        "  SELECT id, %(vector_weight)s::float8 * CASE WHEN high > low THEN (high - d) / (high - low) ELSE 1.0 END"
+        "   AS score, row_number() OVER (ORDER BY d) AS listed FROM near, near_span"
+        "  UNION ALL SELECT id, (1.0 - %(vector_weight)s::float8)"
+        "   * CASE WHEN high > low THEN (bm25 - low) / (high - low) ELSE 1.0 END,"
+        "   1000000 + row_number() OVER (ORDER BY bm25 DESC, recorded_at DESC, id) FROM words, words_span) scored"
+        "  GROUP BY id)"
+    )
+    ranked = _ranked(where, params, limit=limit, neighbour_weight=neighbour_weight,
+                     lifters="SELECT id FROM candidate ORDER BY score DESC, listed LIMIT %(lifting)s")
+    with db.read(project_id) as cur:
+        cur.execute(f"{settings}WITH {words or _NO_WORDS}, {near}, {blended}, {ranked}", params)
         rows = cur.fetchall()
-    if sized is not None and rows and rows[0][3] >= LARGE_SCOPE and "n" not in params:
-        if len(_scope_sizes) >= SCOPE_SIZES_KEPT:
-            _scope_sizes.pop(next(iter(_scope_sizes)))  # the oldest
-        _scope_sizes[sized] = (time.monotonic(), rows[0][3])
-    return [Ranked(row[0], row[1], score=float(row[2])) for row in rows]
+    _keep_size(sized, params, rows[0]["scope_n"] if rows else None)
+    return _scored(rows)
 
 
 def best(
@@ -186,38 +263,48 @@ def best(
     if not scores:
         return []
     where, params = _scope(project_id, user_id, tiers, filters, as_of)
-    lifters = sorted(scores, key=lambda i: -scores[i])[: 2 * limit]
-    params.update(ids=list(scores), scores=list(scores.values()), lifters=lifters, beta=neighbour_weight,
-                  limit=limit)
+    params.update(ids=list(scores), scores=list(scores.values()),
+                  lifters=sorted(scores, key=lambda i: -scores[i])[: 2 * limit])
+    ranked = _ranked(where, params, limit=limit, neighbour_weight=neighbour_weight,
+                     lifters="SELECT unnest(%(lifters)s::uuid[]) AS id")
+    with db.read(project_id) as cur:
+        cur.execute("WITH candidate AS MATERIALIZED (SELECT * FROM unnest(%(ids)s::uuid[], %(scores)s::float8[])"
+                    f"  AS c(id, score)), scope AS (SELECT NULL::float8 AS n), {ranked}", params)
+        return _scored(cur.fetchall())
+
+
+def _ranked(where: str, params: dict[str, Any], *, limit: int, neighbour_weight: float, lifters: str) -> str:
+    """The CTEs and the select that take `candidate(id, score)` to `best`'s rows (and `scope(n)`'s n as scope_n);
+    `lifters` selects the ids of the candidates that lift their neighbours."""
+    params.update(beta=neighbour_weight, limit=limit, lifting=2 * limit)
     side = ("(SELECT id FROM memories WHERE {where} AND tier = hit.tier AND session_id = hit.session_id"
             " AND seq {op} hit.seq ORDER BY seq {order} LIMIT 1)")
-    with db.read(project_id) as cur:
-        cur.execute(
-            # Every row is reached by its id (a lateral lookup on the primary key), never by scanning the user's.
-            "WITH candidate AS MATERIALIZED (SELECT * FROM unnest(%(ids)s::uuid[], %(scores)s::float8[])"
-            "  AS c(id, score)),"
-            " hit AS MATERIALIZED (SELECT m.id, m.tier, m.session_id, m.seq, candidate.score FROM candidate"
-            "  CROSS JOIN LATERAL (SELECT id, tier, session_id, seq FROM memories WHERE id = candidate.id"
-            "  AND project_id = %(project)s AND user_id = %(user)s) m WHERE m.session_id IS NOT NULL AND %(beta)s > 0"
-            "  AND candidate.id = ANY(%(lifters)s::uuid[])),"
-            " lifted AS (SELECT id, score FROM candidate"
-            "  UNION ALL SELECT beside.id, %(beta)s * hit.score FROM hit CROSS JOIN LATERAL ("
-            f"   {side.format(where=where, op='<', order='DESC')} UNION ALL"
-            f"   {side.format(where=where, op='>', order='ASC')}) beside),"
-            " total AS MATERIALIZED (SELECT id, sum(score) AS score FROM lifted GROUP BY id),"
-            # Read in full only what can be in the top `limit` (every memory tied with the last of them included).
-            " cut AS (SELECT min(score) AS score FROM (SELECT score FROM total ORDER BY score DESC LIMIT %(limit)s) t)"
-            " SELECT m.*, total.score FROM total JOIN cut ON total.score >= cut.score CROSS JOIN LATERAL ("
-            f"  SELECT {COLUMNS} FROM memories WHERE id = total.id AND project_id = %(project)s"
-            "  AND user_id = %(user)s) m"
-            " ORDER BY total.score DESC, m.created_at DESC, m.id LIMIT %(limit)s",
-            params,
-        )
-        rows = cur.fetchall()
+    return (
+        # Every row is reached by its id (a lateral lookup on the primary key), never by scanning the user's.
+        f" lifter AS MATERIALIZED ({lifters}),"
+        " hit AS MATERIALIZED (SELECT m.id, m.tier, m.session_id, m.seq, candidate.score FROM candidate"
+        "  CROSS JOIN LATERAL (SELECT id, tier, session_id, seq FROM memories WHERE id = candidate.id"
+        "  AND project_id = %(project)s AND user_id = %(user)s) m WHERE m.session_id IS NOT NULL"
+        "  AND %(beta)s::float8 > 0 AND candidate.id IN (SELECT id FROM lifter)),"
+        " lifted AS (SELECT id, score FROM candidate"
+        "  UNION ALL SELECT beside.id, %(beta)s::float8 * hit.score FROM hit CROSS JOIN LATERAL ("
+        f"   {side.format(where=where, op='<', order='DESC')} UNION ALL"
+        f"   {side.format(where=where, op='>', order='ASC')}) beside),"
+        " total AS MATERIALIZED (SELECT id, sum(score) AS score FROM lifted GROUP BY id),"
+        # Read in full only what can be in the top `limit` (every memory tied with the last of them included).
+        " cut AS (SELECT min(score) AS score FROM (SELECT score FROM total ORDER BY score DESC LIMIT %(limit)s) t)"
+        " SELECT m.*, total.score, (SELECT n FROM scope) AS scope_n FROM total JOIN cut ON total.score >= cut.score"
+        f" CROSS JOIN LATERAL (SELECT {COLUMNS} FROM memories WHERE id = total.id AND project_id = %(project)s"
+        "  AND user_id = %(user)s) m"
+        " ORDER BY total.score DESC, m.created_at DESC, m.id LIMIT %(limit)s"
+    )
+
+
+def _scored(rows: list[dict[str, Any]]) -> list[ScoredMemory]:
     found = []
     for row in rows:
-        row = dict(row)
         score = row.pop("score")
+        row.pop("scope_n")
         found.append(ScoredMemory(**dict(as_memory(row)), score=score))
     return found
 

@@ -1,0 +1,94 @@
+"""The hybrid search's one statement (memory_search.hybrid) against its two halves run apart: the blend it computes in
+SQL is the blend written out below, over what `nearest` and `matching` find on their own, whatever the weight and
+whichever half is missing."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from reverie.domain.tiers import Tier
+from reverie.store import memory_search
+from tests.support.memories import remember
+
+pytestmark = pytest.mark.integration
+
+WORDS = ["Ana", "Rosa", "Lisbon", "cello", "sister", "cat", "Miso", "garden", "Porto", "tea", "rain", "music", "train",
+         "bakery", "budget"]
+QUERIES = ["Where does Rosa live?", "Ana's cat Miso", "cello music on a rainy day", "budget for the garden",
+           "tea", "? !"]
+
+
+def written_out(near: list[memory_search.Ranked], words: list[memory_search.Ranked], weight: float) -> dict:
+    """Each list's scores scaled to 0..1 over its own hits (all 1 when equal), `weight` of the vector list's plus the
+    rest of the words list's, 0 where a list missed the memory."""
+
+    def unit(scores: dict[str, float]) -> dict[str, float]:
+        low, high = min(scores.values(), default=0.0), max(scores.values(), default=0.0)
+        return {i: (v - low) / (high - low) if high > low else 1.0 for i, v in scores.items()}
+
+    by_vector = unit({hit.id: -hit.distance for hit in near})
+    by_words = unit({hit.id: hit.score for hit in words})
+    return {i: weight * by_vector.get(i, 0.0) + (1 - weight) * by_words.get(i, 0.0)
+            for i in dict.fromkeys([*by_vector, *by_words])}
+
+
+@pytest.fixture
+def ana(clients, project):
+    rng = random.Random(7)
+    for n in range(60):
+        # Few distinct words, so scores tie often; some not embedded at all; the episodes in three sessions.
+        text = " ".join(rng.sample(WORDS, rng.randint(2, 5))) + f" ({n % 5})"
+        tier = rng.choice([Tier.EPISODIC, Tier.SEMANTIC])
+        remember(clients, project.project_id, "ana", text, tier, embed=n % 9 != 0,
+                 session_id=f"s{n % 3}" if tier is Tier.EPISODIC else None)
+    remember(clients, project.project_id, "ben", "Rosa lives in Lisbon with her cat Miso")
+    return project.project_id
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.2, 0.5, 1.0])
+def test_the_one_statement_blends_what_the_two_halves_find_apart(clients, ana, weight):
+    db, model = clients.db, clients.llm.embedding_model
+    for query in QUERIES:
+        embedding = clients.llm.embed([query]).vectors[0]
+        near = memory_search.nearest(db, ana, "ana", embedding, k=50, embedding_model=model)
+        words = memory_search.matching(db, ana, "ana", query, k=50)
+        expected = written_out(near, words, weight)
+        # No neighbours, and room for every candidate: the scores are the blend's own.
+        found = memory_search.hybrid(db, ana, "ana", query, embedding, k=50, limit=200, vector_weight=weight,
+                                     neighbour_weight=0.0, embedding_model=model)
+        assert {m.id: m.score for m in found} == pytest.approx(expected, abs=1e-12), query
+        assert [m.score for m in found] == sorted((m.score for m in found), reverse=True)
+        assert {m.user_id for m in found} <= {"ana"}
+
+
+def test_either_half_alone_is_blended_as_the_only_list(clients, ana):
+    db, model = clients.db, clients.llm.embedding_model
+    query = "Ana's cat Miso"
+    embedding = clients.llm.embed([query]).vectors[0]
+    words_only = memory_search.hybrid(db, ana, "ana", query, None, k=50, limit=200, vector_weight=0.2,
+                                      neighbour_weight=0.0)
+    expected = written_out([], memory_search.matching(db, ana, "ana", query, k=50), 0.2)
+    assert {m.id: m.score for m in words_only} == pytest.approx(expected, abs=1e-12)
+    assert max(expected.values()) == pytest.approx(0.8)
+    vector_only = memory_search.hybrid(db, ana, "ana", "? !", embedding, k=50, limit=200, vector_weight=0.2,
+                                       neighbour_weight=0.0, embedding_model=model)
+    near = memory_search.nearest(db, ana, "ana", embedding, k=50, embedding_model=model)
+    assert {m.id: m.score for m in vector_only} == pytest.approx(written_out(near, [], 0.2), abs=1e-12)
+    assert memory_search.hybrid(db, ana, "ana", "? !", None, k=50, limit=10, vector_weight=0.2,
+                                neighbour_weight=0.5) == []
+
+
+def test_neighbours_only_add_to_the_blend(clients, ana):
+    db, model = clients.db, clients.llm.embedding_model
+    query = "cello music on a rainy day"
+    embedding = clients.llm.embed([query]).vectors[0]
+    blended = {m.id: m.score for m in memory_search.hybrid(
+        db, ana, "ana", query, embedding, k=50, limit=200, vector_weight=0.2, neighbour_weight=0.0,
+        embedding_model=model)}
+    top = memory_search.hybrid(db, ana, "ana", query, embedding, k=50, limit=5, vector_weight=0.2,
+                               neighbour_weight=0.5, embedding_model=model)
+    assert len(top) == 5 and [m.score for m in top] == sorted((m.score for m in top), reverse=True)
+    assert all(m.score >= blended.get(m.id, 0.0) - 1e-12 for m in top)
+    assert any(m.score > blended.get(m.id, 0.0) + 1e-9 for m in top)  # an episode lifted by its session's hits
