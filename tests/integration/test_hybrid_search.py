@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from reverie.chat import recall
 from reverie.domain.tiers import Tier
 from reverie.store import memory_search
 from tests.support.memories import remember
@@ -92,3 +93,28 @@ def test_neighbours_only_add_to_the_blend(clients, ana):
     assert len(top) == 5 and [m.score for m in top] == sorted((m.score for m in top), reverse=True)
     assert all(m.score >= blended.get(m.id, 0.0) - 1e-12 for m in top)
     assert any(m.score > blended.get(m.id, 0.0) + 1e-9 for m in top)  # an episode lifted by its session's hits
+
+
+def test_a_user_known_to_be_large_gets_the_same_results_from_halves_run_at_once(clients, ana, monkeypatch):
+    monkeypatch.setattr(memory_search, "LARGE_SCOPE", 20)  # ana's 60 memories make a large scope
+    monkeypatch.setattr(memory_search, "_scope_sizes", {})
+    for query in QUERIES[:4]:
+        assert not memory_search.large_scope(ana, "ana", recall.SEARCH_TIERS) or query != QUERIES[0]
+        one_statement = recall.search(clients, ana, "ana", query, tiers=recall.SEARCH_TIERS)  # counts the scope
+        assert memory_search.large_scope(ana, "ana", recall.SEARCH_TIERS)
+        monkeypatch.setattr(memory_search, "hybrid", None)  # the halves' way only, from here
+        at_once = recall.search(clients, ana, "ana", query, tiers=recall.SEARCH_TIERS)
+        monkeypatch.undo()
+        monkeypatch.setattr(memory_search, "LARGE_SCOPE", 20)
+        assert [(m.id, m.score) for m in at_once] == [(m.id, m.score) for m in one_statement], query
+        assert len(at_once) == 10
+
+
+def test_a_scope_counted_small_a_moment_ago_is_still_searched_exactly(clients, ana, monkeypatch):
+    monkeypatch.setattr(memory_search, "_scope_sizes", {})
+    db, model = clients.db, clients.llm.embedding_model
+    embedding = clients.llm.embed(["Where does Rosa live?"]).vectors[0]
+    before = memory_search.nearest(db, ana, "ana", embedding, k=50, embedding_model=model)
+    memory_search.matching(db, ana, "ana", "Where does Rosa live?", k=50)  # counts the scope: 60, small
+    after = memory_search.nearest(db, ana, "ana", embedding, k=50, embedding_model=model)
+    assert len(before) == 50 and [h.id for h in after] == [h.id for h in before]

@@ -33,8 +33,10 @@ CANDIDATES = 50  # taken from each half of a hybrid search before they are blend
 MODEL_VECTOR_WEIGHT = {"offline-hash-embed-v1": 0.2}
 DEFAULT_VECTOR_WEIGHT = 0.5
 DEFAULT_NEIGHBOUR_WEIGHT = 0.5
-# Lookups of one context run at once; the pool is per process, sized for a few requests in flight.
+# Lookups of one context run at once; the pool is per process, sized for a few requests in flight. A large user's
+# words half runs in a pool of its own (a lookup of the first pool waits for it).
 POOL_WORKERS = 8
+HALVES_WORKERS = 4
 
 _pools: dict[str, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
@@ -69,13 +71,26 @@ def memories_for(
     clients, project_id: str, user_id: str, query: str, *, tiers: list[Tier] | tuple[Tier, ...] | None, limit: int,
     filters: dict[str, Any] | None = None, as_of: datetime | None = None,
 ) -> tuple[list[ScoredMemory], bool]:
-    """`search`'s memories, and whether the query was embedded."""
-    embedding = embed_query(clients, query)
+    """`search`'s memories, and whether the query was embedded.
+
+    One statement (memory_search.hybrid), but for a user this process knows to be large: then each half takes a
+    while, so they run at once, on two connections (the words half while the query is embedded), and are blended
+    in a third statement."""
+    db, model = clients.db, clients.llm.embedding_model
     vector_weight, neighbour_weight = weights(clients)
+    if as_of is None and not filters and memory_search.large_scope(project_id, user_id, tiers):
+        words = _executor("halves", HALVES_WORKERS).submit(
+            memory_search.matching, db, project_id, user_id, query, k=CANDIDATES, tiers=tiers)
+        embedding = embed_query(clients, query)
+        near = [] if embedding is None else memory_search.nearest(
+            db, project_id, user_id, embedding, k=CANDIDATES, embedding_model=model, tiers=tiers)
+        return memory_search.blend_found(db, project_id, user_id, near, words.result(), limit=limit,
+                                         vector_weight=vector_weight, neighbour_weight=neighbour_weight,
+                                         tiers=tiers), embedding is not None
+    embedding = embed_query(clients, query)
     found = memory_search.hybrid(
-        clients.db, project_id, user_id, query, embedding, k=CANDIDATES, limit=limit, vector_weight=vector_weight,
-        neighbour_weight=neighbour_weight, embedding_model=clients.llm.embedding_model, tiers=tiers,
-        filters=filters, as_of=as_of)
+        db, project_id, user_id, query, embedding, k=CANDIDATES, limit=limit, vector_weight=vector_weight,
+        neighbour_weight=neighbour_weight, embedding_model=model, tiers=tiers, filters=filters, as_of=as_of)
     return found, embedding is not None
 
 

@@ -65,8 +65,9 @@ def nearest(
     of migration 0009 (a vector index filtered to one of many users keeps almost none of that user's rows). A
     user with LARGE_SCOPE memories or more in scope is a sizeable share of the table, where the approximate index
     (HNSW, migration 0010) walked with pgvector's iterative scan finds them in a fraction of the time. One
-    statement: a count capped at LARGE_SCOPE picks the branch, and the other one is never run. A search of the past
-    (`as_of`) is exact whatever the size: the index holds current memories only."""
+    statement: a count capped at LARGE_SCOPE picks the branch, and the other one is never run (a scope this process
+    counted small a moment ago goes without it). A search of the past (`as_of`) is exact whatever the size: the index
+    holds current memories only."""
     where, params = _scope(project_id, user_id, tiers, filters, as_of)
     settings, near = _near(where, params, embedding, k=k, embedding_model=embedding_model, as_of=as_of)
     with db.read(project_id, cursor_factory=None) as cur:
@@ -85,8 +86,13 @@ def _near(
     same_model = "" if embedding_model is None else " AND embedding_model = %(model)s"
     exact = (f"SELECT id, recorded_at, embedding_half <=> %(qvec)s::halfvec AS d FROM memories"
              f" WHERE {where}{same_model} AND embedding_half IS NOT NULL")
-    if as_of is not None:
-        return "", f"near AS MATERIALIZED ({exact} ORDER BY d LIMIT %(k)s)"
+    # "+ 0": an ordering no vector index can serve, so an exact search stays a scan of the user's rows.
+    exact_order = "(embedding_half <=> %(qvec)s::halfvec) + 0"
+    known = _known_size(_size_key(params))
+    if as_of is not None or (known is not None and known < LARGE_SCOPE):
+        # A scope this process counted below LARGE_SCOPE a moment ago is searched exactly, without the approximate
+        # branch: unused, it still costs its plan and the opening of the vector index.
+        return "", f"near AS MATERIALIZED ({exact} ORDER BY {exact_order} LIMIT %(k)s)"
     # The approximate branch must not be planned on the user's btree (a sort of every row of theirs): its filter
     # is written so no btree can serve it, which leaves the vector index as the one way to an ordered read.
     approximate = exact.replace("user_id = %(user)s", "(user_id = %(user)s) IS TRUE")
@@ -96,9 +102,7 @@ def _near(
             "  LIMIT %(large)s) capped)")
     return _VECTOR_SETTINGS, (
         f"{mine}, near AS MATERIALIZED ("
-        # "+ 0": an ordering no vector index can serve, so the exact branch stays a scan of the user's rows.
-        f" ({exact} AND (SELECT n FROM mine) < %(large)s"
-        "   ORDER BY (embedding_half <=> %(qvec)s::halfvec) + 0 LIMIT %(k)s)"
+        f" ({exact} AND (SELECT n FROM mine) < %(large)s ORDER BY {exact_order} LIMIT %(k)s)"
         " UNION ALL"
         # Relaxed order: the index may hand rows over slightly out of order; they are sorted by the reader.
         f" ({approximate} AND (SELECT n FROM mine) >= %(large)s"
@@ -155,10 +159,10 @@ def _words(
     size = f"SELECT count(*)::float8 AS n FROM memories WHERE {where}"
     sized = None
     if as_of is None and not filters:
-        sized = (params["project"], params["user"], tuple(params["tiers"]))
-        known = _scope_sizes.get(sized)
-        if known is not None and time.monotonic() - known[0] < SCOPE_SIZE_TTL_S:
-            size, params["n"] = "SELECT %(n)s::float8 AS n", known[1]
+        sized = _size_key(params)
+        known = _known_size(sized)
+        if known is not None and known >= LARGE_SCOPE:
+            size, params["n"] = "SELECT %(n)s::float8 AS n", known
         # One index-only read per query word: the memories holding it, with what the score needs of them. OFFSET 0
         # keeps each read a lookup of its word, whatever the planner believes of the table (fresh statistics or none).
         found = (
@@ -195,13 +199,33 @@ def _words(
     ), sized
 
 
+def _size_key(params: dict[str, Any]) -> tuple[str, str, tuple[str, ...]]:
+    return params["project"], params["user"], tuple(params["tiers"])
+
+
+def _known_size(key: tuple[str, str, tuple[str, ...]]) -> float | None:
+    """The scope's size as this process last counted it, if within SCOPE_SIZE_TTL_S."""
+    known = _scope_sizes.get(key)
+    return known[1] if known is not None and time.monotonic() - known[0] < SCOPE_SIZE_TTL_S else None
+
+
 def _keep_size(sized: tuple[str, str, tuple[str, ...]] | None, params: dict[str, Any], n: float | None) -> None:
-    """Keep a large scope's size counted by a statement (`_words`) for the next searches of the process."""
-    if sized is None or n is None or n < LARGE_SCOPE or "n" in params:
+    """Keep a scope's size counted by a statement (`_words`) for the next searches of the process: a large one's
+    stands for its count (BM25's N), a small one's only spares the vector half the branch it will not take."""
+    if sized is None or n is None or "n" in params:
         return
+    _scope_sizes.pop(sized, None)
     if len(_scope_sizes) >= SCOPE_SIZES_KEPT:
         _scope_sizes.pop(next(iter(_scope_sizes)))  # the oldest
     _scope_sizes[sized] = (time.monotonic(), n)
+
+
+def large_scope(project_id: str, user_id: str, tiers: Sequence[Tier] | None = None) -> bool:
+    """Whether this process counted the user's current memories of these tiers at LARGE_SCOPE or more within
+    SCOPE_SIZE_TTL_S: then each half of a hybrid search takes a while, and they are worth running at once."""
+    _, params = _scope(project_id, user_id, tiers, None, None)
+    known = _known_size(_size_key(params))
+    return known is not None and known >= LARGE_SCOPE
 
 
 def hybrid(
@@ -210,8 +234,9 @@ def hybrid(
     tiers: Sequence[Tier] | None = None, filters: dict[str, Any] | None = None, as_of: datetime | None = None,
 ) -> list[ScoredMemory]:
     """The hybrid search in one statement: `nearest` to `embedding` and `matching` the words of `query` (`k` of each;
-    either half is left out without an embedding or without a word to match), blended, then `best`'s neighbours and
-    full rows. One round trip and one plan for what would be three of each.
+    either half is left out without an embedding or without a word to match), blended, then each candidate's session
+    neighbours lifted and the `limit` best read in full (`_ranked`). One round trip and one plan for what would be
+    three of each.
 
     The blend gives each candidate one score: each list's scores scaled to 0..1 over its own candidates (the best 1,
     the last 0; all 1 when they are equal), then `vector_weight` of the vector list's plus the rest of the full-text
@@ -228,54 +253,70 @@ def hybrid(
                                counted=words is not None)
     if words is None and embedding is None:
         return []
-    params.update(vector_weight=float(vector_weight))
-    blended = (
-        " near_span AS (SELECT min(d) AS low, max(d) AS high FROM near),"
-        " words_span AS (SELECT min(bm25) AS low, max(bm25) AS high FROM words),"
-        # The order each list gave its candidates, the vector list's first: ties among the lifters keep it.
-        " candidate AS MATERIALIZED (SELECT id, sum(score) AS score, min(listed) AS listed FROM ("
-        "  SELECT id, %(vector_weight)s::float8 * CASE WHEN high > low THEN (high - d) / (high - low) ELSE 1.0 END"
-        "   AS score, row_number() OVER (ORDER BY d) AS listed FROM near, near_span"
-        "  UNION ALL SELECT id, (1.0 - %(vector_weight)s::float8)"
-        "   * CASE WHEN high > low THEN (bm25 - low) / (high - low) ELSE 1.0 END,"
-        "   1000000 + row_number() OVER (ORDER BY bm25 DESC, recorded_at DESC, id) FROM words, words_span) scored"
-        "  GROUP BY id)"
-    )
-    ranked = _ranked(where, params, limit=limit, neighbour_weight=neighbour_weight,
-                     lifters="SELECT id FROM candidate ORDER BY score DESC, listed LIMIT %(lifting)s")
     with db.read(project_id) as cur:
-        cur.execute(f"{settings}WITH {words or _NO_WORDS}, {near}, {blended}, {ranked}", params)
+        cur.execute(f"{settings}WITH {words or _NO_WORDS}, {near}, "
+                    f"{_blended(where, params, vector_weight, limit=limit, neighbour_weight=neighbour_weight)}",
+                    params)
         rows = cur.fetchall()
     _keep_size(sized, params, rows[0]["scope_n"] if rows else None)
     return _scored(rows)
 
 
-def best(
-    db: Database, project_id: str, user_id: str, scores: dict[str, float], *, limit: int, neighbour_weight: float,
-    tiers: Sequence[Tier] | None = None, filters: dict[str, Any] | None = None, as_of: datetime | None = None,
+def blend_found(
+    db: Database, project_id: str, user_id: str, near: Sequence[Ranked], words: Sequence[Ranked], *, limit: int,
+    vector_weight: float, neighbour_weight: float, tiers: Sequence[Tier] | None = None,
 ) -> list[ScoredMemory]:
-    """The `limit` best memories, read in full with their scores, best first: each candidate keeps its score, and
-    the memory stored just before it and just after it in its session (same tier, same scope) gains
-    `neighbour_weight` times it. Ties go to the newer memory, then to the smaller id. One statement.
-
-    Only the best 2 x `limit` candidates lift their neighbours (each lift is two index lookups): half of a lower
-    score seldom carries a memory into the top `limit` (bench/locomo.py found as much evidence either way)."""
-    if not scores:
+    """`hybrid`'s blend, neighbours and rows over halves found apart (`nearest` and `matching`, each in its own
+    statement, so they can run at once): the same results in one statement more."""
+    if not near and not words:
         return []
-    where, params = _scope(project_id, user_id, tiers, filters, as_of)
-    params.update(ids=list(scores), scores=list(scores.values()),
-                  lifters=sorted(scores, key=lambda i: -scores[i])[: 2 * limit])
-    ranked = _ranked(where, params, limit=limit, neighbour_weight=neighbour_weight,
-                     lifters="SELECT unnest(%(lifters)s::uuid[]) AS id")
+    where, params = _scope(project_id, user_id, tiers, None, None)
+    params.update(near_ids=[h.id for h in near], near_at=[h.recorded_at for h in near],
+                  near_d=[h.distance for h in near], word_ids=[h.id for h in words],
+                  word_at=[h.recorded_at for h in words], word_scores=[h.score for h in words])
+    found = (
+        "scope AS (SELECT NULL::float8 AS n),"
+        " near AS MATERIALIZED (SELECT * FROM unnest(%(near_ids)s::uuid[], %(near_at)s::timestamptz[],"
+        "  %(near_d)s::float8[]) AS n(id, recorded_at, d)),"
+        " words AS MATERIALIZED (SELECT * FROM unnest(%(word_ids)s::uuid[], %(word_at)s::timestamptz[],"
+        "  %(word_scores)s::float8[]) AS w(id, recorded_at, bm25)),"
+    )
+    blended = _blended(where, params, vector_weight, limit=limit, neighbour_weight=neighbour_weight)
     with db.read(project_id) as cur:
-        cur.execute("WITH candidate AS MATERIALIZED (SELECT * FROM unnest(%(ids)s::uuid[], %(scores)s::float8[])"
-                    f"  AS c(id, score)), scope AS (SELECT NULL::float8 AS n), {ranked}", params)
+        cur.execute(f"WITH {found} {blended}", params)
         return _scored(cur.fetchall())
 
 
+def _blended(where: str, params: dict[str, Any], vector_weight: float, *, limit: int, neighbour_weight: float) -> str:
+    """The CTEs and the select that blend `near(id, recorded_at, d)` and `words(id, recorded_at, bm25)` into
+    `candidate(id, score)`, then `_ranked`'s."""
+    params.update(vector_weight=float(vector_weight))
+    blended = (
+        # Each list's range and order in one pass over it (window aggregates); the order each list gave its
+        # candidates, the vector list's first, keeps ties among the lifters as the lists had them.
+        " candidate AS MATERIALIZED (SELECT id, sum(score) AS score, min(listed) AS listed FROM ("
+        "  SELECT id, %(vector_weight)s::float8 * CASE WHEN high > low THEN (high - d) / (high - low) ELSE 1.0 END"
+        "   AS score, listed FROM (SELECT id, d, min(d) OVER () AS low, max(d) OVER () AS high,"
+        "   row_number() OVER (ORDER BY d) AS listed FROM near) by_vector"
+        "  UNION ALL SELECT id, (1.0 - %(vector_weight)s::float8)"
+        "   * CASE WHEN high > low THEN (bm25 - low) / (high - low) ELSE 1.0 END, 1000000 + listed"
+        "   FROM (SELECT id, bm25, min(bm25) OVER () AS low, max(bm25) OVER () AS high,"
+        "   row_number() OVER (ORDER BY bm25 DESC, recorded_at DESC, id) AS listed FROM words) by_words) scored"
+        "  GROUP BY id),"
+    )
+    return blended + _ranked(where, params, limit=limit, neighbour_weight=neighbour_weight,
+                             lifters="SELECT id FROM candidate ORDER BY score DESC, listed LIMIT %(lifting)s")
+
+
 def _ranked(where: str, params: dict[str, Any], *, limit: int, neighbour_weight: float, lifters: str) -> str:
-    """The CTEs and the select that take `candidate(id, score)` to `best`'s rows (and `scope(n)`'s n as scope_n);
-    `lifters` selects the ids of the candidates that lift their neighbours."""
+    """The CTEs and the select that take `candidate(id, score)` to the `limit` best memories, read in full with their
+    scores, best first (and `scope(n)`'s n as scope_n): each candidate keeps its score, and the memory stored just
+    before it and just after it in its session (same tier, same scope) gains `neighbour_weight` times it. Ties go to
+    the newer memory, then to the smaller id.
+
+    Only the candidates `lifters` selects (the best 2 x `limit`) lift their neighbours (each lift is two index
+    lookups): half of a lower score seldom carries a memory into the top `limit` (bench/locomo.py found as much
+    evidence either way)."""
     params.update(beta=neighbour_weight, limit=limit, lifting=2 * limit)
     side = ("(SELECT id FROM memories WHERE {where} AND tier = hit.tier AND session_id = hit.session_id"
             " AND seq {op} hit.seq ORDER BY seq {order} LIMIT 1)")
