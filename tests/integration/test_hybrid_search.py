@@ -95,17 +95,20 @@ def test_neighbours_only_add_to_the_blend(clients, ana):
     assert any(m.score > blended.get(m.id, 0.0) + 1e-9 for m in top)  # an episode lifted by its session's hits
 
 
-def test_a_user_known_to_be_large_gets_the_same_results_from_halves_run_at_once(clients, ana, monkeypatch):
-    monkeypatch.setattr(memory_search, "LARGE_SCOPE", 20)  # ana's 60 memories make a large scope
-    monkeypatch.setattr(memory_search, "_scope_sizes", {})
+@pytest.mark.parametrize("large_scope", [20, memory_search.LARGE_SCOPE])  # the vector index's branch, or exact
+def test_a_user_known_to_have_many_memories_gets_the_same_results_from_halves_run_at_once(
+        clients, ana, monkeypatch, large_scope):
+    monkeypatch.setattr(memory_search, "HALVES_APART_SCOPE", 20)  # ana's 60 memories are many
+    monkeypatch.setattr(memory_search, "LARGE_SCOPE", large_scope)
+    hybrid = memory_search.hybrid
     for query in QUERIES[:4]:
-        assert not memory_search.large_scope(ana, "ana", recall.SEARCH_TIERS) or query != QUERIES[0]
+        monkeypatch.setattr(memory_search, "_scope_sizes", {})
+        assert not memory_search.halves_apart(ana, "ana", recall.SEARCH_TIERS)
         one_statement = recall.search(clients, ana, "ana", query, tiers=recall.SEARCH_TIERS)  # counts the scope
-        assert memory_search.large_scope(ana, "ana", recall.SEARCH_TIERS)
-        monkeypatch.setattr(memory_search, "hybrid", None)  # the halves' way only, from here
+        assert memory_search.halves_apart(ana, "ana", recall.SEARCH_TIERS)
+        monkeypatch.setattr(memory_search, "hybrid", None)  # the halves' way only
         at_once = recall.search(clients, ana, "ana", query, tiers=recall.SEARCH_TIERS)
-        monkeypatch.undo()
-        monkeypatch.setattr(memory_search, "LARGE_SCOPE", 20)
+        monkeypatch.setattr(memory_search, "hybrid", hybrid)
         assert [(m.id, m.score) for m in at_once] == [(m.id, m.score) for m in one_statement], query
         assert len(at_once) == 10
 

@@ -73,12 +73,12 @@ def memories_for(
 ) -> tuple[list[ScoredMemory], bool]:
     """`search`'s memories, and whether the query was embedded.
 
-    One statement (memory_search.hybrid), but for a user this process knows to be large: then each half takes a
-    while, so they run at once, on two connections (the words half while the query is embedded), and are blended
-    in a third statement."""
+    One statement (memory_search.hybrid), but for a user this process knows to have many memories
+    (memory_search.halves_apart): then each half takes a while, so they run at once, on two connections (the words
+    half while the query is embedded), and are blended in a third statement."""
     db, model = clients.db, clients.llm.embedding_model
     vector_weight, neighbour_weight = weights(clients)
-    if as_of is None and not filters and memory_search.large_scope(project_id, user_id, tiers):
+    if as_of is None and not filters and memory_search.halves_apart(project_id, user_id, tiers):
         words = _executor("halves", HALVES_WORKERS).submit(
             memory_search.matching, db, project_id, user_id, query, k=CANDIDATES, tiers=tiers)
         embedding = embed_query(clients, query)

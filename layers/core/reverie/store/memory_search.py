@@ -38,6 +38,10 @@ BM25_B = 0.75
 LARGE_SCOPE = 20_000
 # How many candidates the vector index keeps in its beam, and how many of other users' rows it may step over to
 # find a large user's own (pgvector's iterative scan). Set by trial on bench/scale.py's heavy user, not swept.
+# A user with at least this many memories in scope, once counted, has the two halves of a hybrid search run at once
+# on two connections: each takes a few milliseconds there, more than a second statement costs (bench/chat.py's
+# users have 5,000; bench/scale.py's 1,000, and its heavy user 100,000).
+HALVES_APART_SCOPE = 2_000
 HNSW_EF_SEARCH = 100
 HNSW_MAX_SCAN_TUPLES = 20_000
 
@@ -220,12 +224,13 @@ def _keep_size(sized: tuple[str, str, tuple[str, ...]] | None, params: dict[str,
     _scope_sizes[sized] = (time.monotonic(), n)
 
 
-def large_scope(project_id: str, user_id: str, tiers: Sequence[Tier] | None = None) -> bool:
-    """Whether this process counted the user's current memories of these tiers at LARGE_SCOPE or more within
-    SCOPE_SIZE_TTL_S: then each half of a hybrid search takes a while, and they are worth running at once."""
+def halves_apart(project_id: str, user_id: str, tiers: Sequence[Tier] | None = None) -> bool:
+    """Whether this process counted the user's current memories of these tiers at HALVES_APART_SCOPE or more within
+    SCOPE_SIZE_TTL_S: then each half of a hybrid search takes a few milliseconds, and they are worth running at once
+    (`nearest` and `matching`, then `blend_found`) rather than one after the other in `hybrid`'s one statement."""
     _, params = _scope(project_id, user_id, tiers, None, None)
     known = _known_size(_size_key(params))
-    return known is not None and known >= LARGE_SCOPE
+    return known is not None and known >= HALVES_APART_SCOPE
 
 
 def hybrid(
@@ -331,7 +336,8 @@ def _ranked(where: str, params: dict[str, Any], *, limit: int, neighbour_weight:
         "  UNION ALL SELECT beside.id, %(beta)s::float8 * hit.score FROM hit CROSS JOIN LATERAL ("
         f"   {side.format(where=where, op='<', order='DESC')} UNION ALL"
         f"   {side.format(where=where, op='>', order='ASC')}) beside),"
-        " total AS MATERIALIZED (SELECT id, sum(score) AS score FROM lifted GROUP BY id),"
+        # Rounded: a sum's last bits follow the order its terms came in, and a tie must stay a tie.
+        " total AS MATERIALIZED (SELECT id, round(1e12 * sum(score)) / 1e12 AS score FROM lifted GROUP BY id),"
         # Read in full only what can be in the top `limit` (every memory tied with the last of them included).
         " cut AS (SELECT min(score) AS score FROM (SELECT score FROM total ORDER BY score DESC LIMIT %(limit)s) t)"
         " SELECT m.*, total.score, (SELECT n FROM scope) AS scope_n FROM total JOIN cut ON total.score >= cut.score"
