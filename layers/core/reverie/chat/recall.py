@@ -33,8 +33,8 @@ CANDIDATES = 50  # taken from each half of a hybrid search before they are blend
 MODEL_VECTOR_WEIGHT = {"offline-hash-embed-v1": 0.2}
 DEFAULT_VECTOR_WEIGHT = 0.5
 DEFAULT_NEIGHBOUR_WEIGHT = 0.5
-# Lookups of one context run at once; the pool is per process, sized for a few requests in flight. A large user's
-# words half runs in a pool of its own (a lookup of the first pool waits for it).
+# Lookups of one context run at once; the pool is per process, sized for a few requests in flight. The words half
+# of a search whose halves run apart (memories_for) has a pool of its own: a lookup of the first pool waits for it.
 POOL_WORKERS = 8
 HALVES_WORKERS = 4
 
@@ -78,20 +78,19 @@ def memories_for(
     half while the query is embedded), and are blended in a third statement."""
     db, model = clients.db, clients.llm.embedding_model
     vector_weight, neighbour_weight = weights(clients)
-    if as_of is None and not filters and memory_search.halves_apart(project_id, user_id, tiers):
-        words = _executor("halves", HALVES_WORKERS).submit(
-            memory_search.matching, db, project_id, user_id, query, k=CANDIDATES, tiers=tiers)
-        embedding = embed_query(clients, query)
-        near = [] if embedding is None else memory_search.nearest(
-            db, project_id, user_id, embedding, k=CANDIDATES, embedding_model=model, tiers=tiers)
-        return memory_search.blend_found(db, project_id, user_id, near, words.result(), limit=limit,
-                                         vector_weight=vector_weight, neighbour_weight=neighbour_weight,
-                                         tiers=tiers), embedding is not None
+    apart = as_of is None and not filters and memory_search.halves_apart(project_id, user_id, tiers)
+    words = _executor("halves", HALVES_WORKERS).submit(
+        memory_search.matching, db, project_id, user_id, query, k=CANDIDATES, tiers=tiers) if apart else None
     embedding = embed_query(clients, query)
-    found = memory_search.hybrid(
-        db, project_id, user_id, query, embedding, k=CANDIDATES, limit=limit, vector_weight=vector_weight,
-        neighbour_weight=neighbour_weight, embedding_model=model, tiers=tiers, filters=filters, as_of=as_of)
-    return found, embedding is not None
+    if words is None:
+        return rank(db, project_id, user_id, query=query, embedding=embedding, limit=limit, tiers=tiers,
+                    vector_weight=vector_weight, neighbour_weight=neighbour_weight, embedding_model=model,
+                    filters=filters, as_of=as_of), embedding is not None
+    near = [] if embedding is None else memory_search.nearest(
+        db, project_id, user_id, embedding, k=CANDIDATES, embedding_model=model, tiers=tiers)
+    return memory_search.blend_found(db, project_id, user_id, near, words.result(), limit=limit,
+                                     vector_weight=vector_weight, neighbour_weight=neighbour_weight,
+                                     tiers=tiers), embedding is not None
 
 
 def rank(

@@ -38,12 +38,12 @@ BM25_B = 0.75
 LARGE_SCOPE = 20_000
 # How many candidates the vector index keeps in its beam, and how many of other users' rows it may step over to
 # find a large user's own (pgvector's iterative scan). Set by trial on bench/scale.py's heavy user, not swept.
-# A user with at least this many memories in scope, once counted, has the two halves of a hybrid search run at once
-# on two connections: each takes a few milliseconds there, more than a second statement costs (bench/chat.py's
-# users have 5,000; bench/scale.py's 1,000, and its heavy user 100,000).
-HALVES_APART_SCOPE = 2_000
 HNSW_EF_SEARCH = 100
 HNSW_MAX_SCAN_TUPLES = 20_000
+# A user with at least this many memories in scope, once counted, has the two halves of a hybrid search run at once
+# on two connections: each takes a few milliseconds there, more than a second statement costs (bench/chat.py's
+# users have 5,000; bench/scale.py's 1,000, and its heavy user 100,000). Set by trial, not swept.
+HALVES_APART_SCOPE = 2_000
 
 # Settings local to the statement's implicit transaction (db.read). No parallel workers: starting them costs more
 # than a user's scan, and a plan would start them for the branch that does not run.
@@ -114,9 +114,11 @@ def _near(
     )
 
 
-# A large scope's size (LARGE_SCOPE memories or more), kept by each process for SCOPE_SIZE_TTL_S: BM25 needs it,
-# counting it reads every entry of the user's index, and a minute of writes barely moves the weights it gives.
-# Smaller scopes are counted each time: their count is cheap, and there a few memories more or less do matter.
+# Each scope's size as a search last counted it, kept by each process for SCOPE_SIZE_TTL_S. A large scope's
+# (LARGE_SCOPE memories or more) stands for its count: BM25 needs it, counting it reads every entry of the user's
+# index, and a minute of writes barely moves the weights it gives. Smaller scopes are counted each time (their count
+# is cheap, and there a few memories more or less do matter); their kept size only picks the vector half's branch
+# and whether the halves run apart (`halves_apart`).
 SCOPE_SIZE_TTL_S = 60.0
 SCOPE_SIZES_KEPT = 4096
 _scope_sizes: dict[tuple[str, str, tuple[str, ...]], tuple[float, float]] = {}
