@@ -23,10 +23,12 @@ def deployed_windows() -> dict[str, int]:
             "reflect_quiet_s": int(parameters["ReflectQuietSeconds"])}
 
 
-def held_tiers(stack, user: str) -> set[str]:
+def held(stack, user: str) -> set[tuple[str, str]]:
+    """(tier, job id) of each job the tiers' windows hold for the user."""
     with stack.clients.db.cursor(stack.project_id) as cur:
-        cur.execute("SELECT tier FROM held_jobs WHERE project_id = %s AND user_id = %s", (stack.project_id, user))
-        return {row["tier"] for row in cur.fetchall()}
+        cur.execute("SELECT tier, job_id FROM held_jobs WHERE project_id = %s AND user_id = %s",
+                    (stack.project_id, user))
+        return {(row["tier"], row["job_id"]) for row in cur.fetchall()}
 
 
 def fall_quiet(stack, user: str, seconds: int) -> None:
@@ -60,7 +62,10 @@ def test_a_fact_said_in_session_a_is_pending_in_session_b_within_a_second_then_l
         asked = api.post("/v1/chat", json={"user_id": user, "session_id": "b", "message": "Where do I live?"}).json()
         assert [p["text"] for p in asked["context"]["pending"]] == ["I moved to Berlin."]
         assert "Berlin" in asked["reply"]
-        wait_for(lambda: held_tiers(stack, user) == {"episodic", "semantic", "procedural"})
+        # Both turns' jobs, in every tier: the user falls quiet below only once nothing said is still on its way
+        # (a job held after that would be news, and rightly keep the window open).
+        jobs = {job_id, asked["job_id"]}
+        wait_for(lambda: held(stack, user) == {(t, j) for t in ("episodic", "semantic", "procedural") for j in jobs})
         status = api.get(f"/v1/jobs/{job_id}")
         assert status.json()["status"] == "queued" and all(t["due_at"] for t in status.json()["tiers"].values())
         assert 30 < int(status.headers["retry-after"]) <= 60  # due once the user has been quiet for 60 s
