@@ -1,6 +1,8 @@
 """Cold starts: for every function of template.yaml, in a fresh Python process, the import of its handler (what
 Lambda's Init phase pays; `python -X importtime` gives the breakdown) and its first invocation with its sample
-event (connections opened, schema checked), on the embedded engines.
+event (connections opened, schema checked), on the embedded engines. The fresh process is given the variables the
+Lambda runtime sets (LAMBDA_TASK_ROOT and the function's name): libraries take their Lambda path on them, e.g. the
+X-Ray SDK under Powertools' Tracer, which outside Lambda builds two botocore clients for centralised sampling at import.
 
     python bench/coldstart.py [--runs 3]
 
@@ -77,9 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         stack = LocalStack(run_schedules=False)
         stack.start(Path(tmp), port=0)
         try:
-            env = {**os.environ, **stack.environment, "POWERTOOLS_TRACE_DISABLED": "true"}
+            base_env = {**os.environ, **stack.environment, "POWERTOOLS_TRACE_DISABLED": "true"}
             for logical_id, spec in sorted(template.functions().items()):
                 event = _sample_event(spec, stack)
+                env = {**base_env, **lambda_runtime_environment(spec, template.stack_name)}
                 runs = []
                 for _ in range(args.runs):
                     done = subprocess.run([sys.executable, "-c", _PROBE, str(spec.app_path), json.dumps(event)],
@@ -107,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def lambda_runtime_environment(spec, stack_name: str) -> dict[str, str]:
+    """The reserved variables the Lambda runtime sets in every function's environment (those a library reads)."""
+    return {"LAMBDA_TASK_ROOT": str(spec.app_path.parent), "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
+            "AWS_LAMBDA_FUNCTION_NAME": f"{stack_name}-{spec.logical_id}", "_HANDLER": spec.handler}
 
 
 def _sample_event(spec, stack) -> dict:

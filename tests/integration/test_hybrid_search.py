@@ -5,6 +5,7 @@ whichever half is missing."""
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
@@ -121,3 +122,31 @@ def test_a_scope_counted_small_a_moment_ago_is_still_searched_exactly(clients, a
     memory_search.matching(db, ana, "ana", "Where does Rosa live?", k=50)  # counts the scope: 60, small
     after = memory_search.nearest(db, ana, "ana", embedding, k=50, embedding_model=model)
     assert len(before) == 50 and [h.id for h in after] == [h.id for h in before]
+
+
+def test_the_vector_index_may_visit_more_rows_the_smaller_a_large_users_share_of_the_table(
+        clients, engines, ana, monkeypatch):
+    import psycopg2
+
+    with psycopg2.connect(engines.database_url) as conn, conn.cursor() as cur:  # the table's row count, as analysed
+        cur.execute("ANALYZE memories")
+    monkeypatch.setattr(memory_search, "LARGE_SCOPE", 20)
+    key = (ana, "ana", tuple(t.value for t in recall.SEARCH_TIERS))
+
+    def visited_at_most(known: float | None) -> tuple[int, float]:
+        monkeypatch.setattr(memory_search, "_scope_sizes", {} if known is None else {key: (time.monotonic(), known)})
+        where, params = memory_search._scope(ana, "ana", recall.SEARCH_TIERS, None, None)
+        settings, _ = memory_search._near(where, params, clients.llm.embed(["tea"]).vectors[0], k=50,
+                                          embedding_model=None, as_of=None)
+        with clients.db.read(ana, cursor_factory=None) as cur:
+            cur.execute(settings + "SELECT current_setting('hnsw.max_scan_tuples')::int,"
+                        " (SELECT reltuples FROM pg_class WHERE oid = 'memories'::regclass)", params)
+            return cur.fetchone()
+
+    assert visited_at_most(None)[0] == memory_search.HNSW_MAX_SCAN_TUPLES  # not counted yet: the most
+    _, rows = visited_at_most(1.0)
+    assert rows >= 61  # ana's, ben's and other tests' memories
+    # 10 times what it takes to meet 50 of the user's rows at their share, within the bounds.
+    assert visited_at_most(rows / 10) == (5_000, rows)
+    assert visited_at_most(rows)[0] == memory_search.HNSW_MIN_SCAN_TUPLES  # the whole table is theirs
+    assert visited_at_most(rows / 1000)[0] == memory_search.HNSW_MAX_SCAN_TUPLES

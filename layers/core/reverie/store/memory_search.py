@@ -36,9 +36,15 @@ BM25_B = 0.75
 # A user with at least this many memories in a search's scope is searched through the approximate vector index
 # (migration 0010): an exact scan grows with the user's rows, and past this size costs more than a reply can wait.
 LARGE_SCOPE = 20_000
-# How many candidates the vector index keeps in its beam, and how many of other users' rows it may step over to
-# find a large user's own (pgvector's iterative scan). Set by trial on bench/scale.py's heavy user, not swept.
+# How many candidates the vector index keeps in its beam. Set by trial on bench/scale.py's heavy user, not swept.
 HNSW_EF_SEARCH = 100
+# How many rows the vector index may visit to find a large user's own (pgvector's iterative scan stops there): about
+# HNSW_SCAN_MARGIN times what it takes to meet k of the user's rows at their share of the table, within these bounds
+# (the most for a scope not counted yet). More than that lets the walk wander: on bench/scale.py's heavy user (a
+# tenth of the table, hashed vectors) a cap of 20,000 took p95 35-54 ms a search and found 0.48 of the exact top 50;
+# 5,000 took p95 16 ms and found 0.41; 2,000 13 ms and 0.34. Set by trial, not swept.
+HNSW_SCAN_MARGIN = 10
+HNSW_MIN_SCAN_TUPLES = 2_000
 HNSW_MAX_SCAN_TUPLES = 20_000
 # A user with at least this many memories in scope, once counted, has the two halves of a hybrid search run at once
 # on two connections: each takes a few milliseconds there, more than a second statement costs (bench/chat.py's
@@ -49,7 +55,11 @@ HALVES_APART_SCOPE = 2_000
 # than a user's scan, and a plan would start them for the branch that does not run.
 _VECTOR_SETTINGS = (
     "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),"
-    " set_config('hnsw.ef_search', %(ef)s, true), set_config('hnsw.max_scan_tuples', %(max_tuples)s, true),"
+    " set_config('hnsw.ef_search', %(ef)s, true),"
+    # The user's share of the table, by the table's row count as last analysed (the index holds current rows only).
+    " set_config('hnsw.max_scan_tuples', (SELECT CASE WHEN %(n_known)s::float8 > 0 THEN least(%(max_tuples)s,"
+    "  greatest(%(min_tuples)s, ceil(%(margin)s * %(k)s * greatest(reltuples, %(n_known)s) / %(n_known)s)))"
+    "  ELSE %(max_tuples)s END::int::text FROM pg_class WHERE oid = 'memories'::regclass), true),"
     " set_config('max_parallel_workers_per_gather', '0', true); "
 )
 _NO_NEAR = "near AS (SELECT NULL::uuid AS id, NULL::timestamptz AS recorded_at, NULL::float8 AS d WHERE false)"
@@ -85,14 +95,15 @@ def _near(
 ) -> tuple[str, str]:
     """The settings to send first, and the CTEs that end in `near(id, recorded_at, d)`: `nearest`'s `k` hits.
     `counted`: a CTE `scope(n)` before these holds the number of memories in the same scope."""
+    known = _known_size(_size_key(params))
     params.update(qvec=vector_literal(embedding), k=k, model=embedding_model, large=LARGE_SCOPE,
-                  ef=str(HNSW_EF_SEARCH), max_tuples=str(HNSW_MAX_SCAN_TUPLES))
+                  ef=str(HNSW_EF_SEARCH), margin=HNSW_SCAN_MARGIN, min_tuples=HNSW_MIN_SCAN_TUPLES,
+                  max_tuples=HNSW_MAX_SCAN_TUPLES, n_known=known)
     same_model = "" if embedding_model is None else " AND embedding_model = %(model)s"
     exact = (f"SELECT id, recorded_at, embedding_half <=> %(qvec)s::halfvec AS d FROM memories"
              f" WHERE {where}{same_model} AND embedding_half IS NOT NULL")
     # "+ 0": an ordering no vector index can serve, so an exact search stays a scan of the user's rows.
     exact_order = "(embedding_half <=> %(qvec)s::halfvec) + 0"
-    known = _known_size(_size_key(params))
     if as_of is not None or (known is not None and known < LARGE_SCOPE):
         # A scope this process counted below LARGE_SCOPE a moment ago is searched exactly, without the approximate
         # branch: unused, it still costs its plan and the opening of the vector index.
