@@ -133,9 +133,9 @@ def test_the_vector_index_may_visit_more_rows_the_smaller_a_large_users_share_of
     monkeypatch.setattr(memory_search, "LARGE_SCOPE", 20)
     key = (ana, "ana", tuple(t.value for t in recall.SEARCH_TIERS))
 
-    def visited_at_most(known: float | None) -> tuple[int, float]:
+    def visited_at_most(known: float | None, filters: dict | None = None) -> tuple[int, float]:
         monkeypatch.setattr(memory_search, "_scope_sizes", {} if known is None else {key: (time.monotonic(), known)})
-        where, params = memory_search._scope(ana, "ana", recall.SEARCH_TIERS, None, None)
+        where, params = memory_search._scope(ana, "ana", recall.SEARCH_TIERS, filters, None)
         settings, _ = memory_search._near(where, params, clients.llm.embed(["tea"]).vectors[0], k=50,
                                           embedding_model=None, as_of=None)
         with clients.db.read(ana, cursor_factory=None) as cur:
@@ -150,3 +150,5 @@ def test_the_vector_index_may_visit_more_rows_the_smaller_a_large_users_share_of
     assert visited_at_most(rows / 10) == (5_000, rows)
     assert visited_at_most(rows)[0] == memory_search.HNSW_MIN_SCAN_TUPLES  # the whole table is theirs
     assert visited_at_most(rows / 1000)[0] == memory_search.HNSW_MAX_SCAN_TUPLES
+    # A filter leaves the share of the table unknown: the most.
+    assert visited_at_most(rows / 10, filters={"source": "email"})[0] == memory_search.HNSW_MAX_SCAN_TUPLES

@@ -41,8 +41,8 @@ HNSW_EF_SEARCH = 100
 # How many rows the vector index may visit to find a large user's own (pgvector's iterative scan stops there): about
 # HNSW_SCAN_MARGIN times what it takes to meet k of the user's rows at their share of the table, within these bounds
 # (the most for a scope not counted yet). More than that lets the walk wander: on bench/scale.py's heavy user (a
-# tenth of the table, hashed vectors) a cap of 20,000 took p95 35-54 ms a search and found 0.48 of the exact top 50;
-# 5,000 took p95 16 ms and found 0.41; 2,000 13 ms and 0.34. Set by trial, not swept.
+# tenth of the table, hashed vectors) the vector statement alone took p95 35-54 ms with a cap of 20,000 and found
+# 0.48 of the exact top 50; 16 ms and 0.41 with 5,000; 13 ms and 0.34 with 2,000. Set by trial, not swept.
 HNSW_SCAN_MARGIN = 10
 HNSW_MIN_SCAN_TUPLES = 2_000
 HNSW_MAX_SCAN_TUPLES = 20_000
@@ -94,11 +94,12 @@ def _near(
     as_of: datetime | None, counted: bool = False,
 ) -> tuple[str, str]:
     """The settings to send first, and the CTEs that end in `near(id, recorded_at, d)`: `nearest`'s `k` hits.
-    `counted`: a CTE `scope(n)` before these holds the number of memories in the same scope."""
+    `counted`: a CTE `scope(n)` before these holds the number of memories in the same scope. The vector index's
+    walk is bounded by the user's share of the table when it is known (a filter narrows it to a share unknown)."""
     known = _known_size(_size_key(params))
     params.update(qvec=vector_literal(embedding), k=k, model=embedding_model, large=LARGE_SCOPE,
                   ef=str(HNSW_EF_SEARCH), margin=HNSW_SCAN_MARGIN, min_tuples=HNSW_MIN_SCAN_TUPLES,
-                  max_tuples=HNSW_MAX_SCAN_TUPLES, n_known=known)
+                  max_tuples=HNSW_MAX_SCAN_TUPLES, n_known=None if "filters" in params else known)
     same_model = "" if embedding_model is None else " AND embedding_model = %(model)s"
     exact = (f"SELECT id, recorded_at, embedding_half <=> %(qvec)s::halfvec AS d FROM memories"
              f" WHERE {where}{same_model} AND embedding_half IS NOT NULL")
