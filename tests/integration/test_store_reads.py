@@ -126,6 +126,24 @@ def test_a_read_runs_outside_a_transaction_and_leaves_the_connection_transaction
         db.close()
 
 
+def test_statements_in_a_project_run_without_jit_and_leave_the_connection_as_it_was(clients, project):
+    db = Database(clients.database_url(), max_connections=1)  # one connection: the same one every time
+    try:
+        with db.read(project.project_id) as cur:
+            cur.execute("SELECT current_setting('jit') AS jit")
+            assert cur.fetchone()["jit"] == "off"
+        with db.cursor(project.project_id) as cur:
+            cur.execute("SELECT current_setting('jit') AS jit")
+            assert cur.fetchone()["jit"] == "off"
+        # Local to each statement's transaction: the server's own setting (on by default) is back after it.
+        with db.read(NO_PROJECT) as cur:
+            cur.execute("SELECT current_setting('jit') AS jit, boot_val FROM pg_settings WHERE name = 'jit'")
+            row = cur.fetchone()
+            assert row["jit"] == row["boot_val"] == "on"
+    finally:
+        db.close()
+
+
 def test_a_failed_read_gives_its_connection_back_usable(clients):
     db = Database(clients.database_url(), max_connections=1)
     try:

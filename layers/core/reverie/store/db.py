@@ -53,8 +53,13 @@ NO_PROJECT: Final = _NoProject()
 Scope = str | _AllProjects | _NoProject
 
 # Both settings every time, so a scope never inherits the other mode. The third argument, true, makes them local
-# to the transaction: they are gone at its end, and a pooled connection carries nothing to its next user.
-_SET_SCOPE = "SELECT set_config('reverie.project_id', %s, true), set_config('reverie.all_projects', %s, true)"
+# to the transaction: they are gone at its end, and a pooled connection carries nothing to its next user (and RDS
+# Proxy need not pin it, as a session's SET would). JIT off with them: a search statement's plan holds the vector
+# index's branch, whose estimated cost passes jit_above_cost on a large table, and compiling it would take tens of
+# milliseconds for a statement that runs in a few. RDS for PostgreSQL has JIT on unless a parameter group says
+# otherwise; the embedded engine is built without it, so nothing run here would show the cost.
+_SET_SCOPE = ("SELECT set_config('reverie.project_id', %s, true), set_config('reverie.all_projects', %s, true),"
+              " set_config('jit', 'off', true)")
 
 
 def scope_statement(scope: Scope) -> tuple[str, tuple[str, str]] | None:
