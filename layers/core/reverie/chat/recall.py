@@ -209,14 +209,13 @@ def fresh_narrative(clients, project_id: str, user_id: str) -> dict[str, Any] | 
 
 
 def _rules(clients, project_id: str, user_id: str) -> list[ScoredMemory]:
-    rules = memories.current_by_tier(clients.db, project_id, user_id, Tier.PROCEDURAL, RULES_LIMIT)
-    return [ScoredMemory(**m.model_dump(), score=0.0) for m in rules]
+    return memories.current_by_tier(clients.db, project_id, user_id, Tier.PROCEDURAL, RULES_LIMIT, ScoredMemory)
 
 
 def newest(clients, project_id: str, user_id: str, limit: int) -> list[ScoredMemory]:
     """Without a query there is nothing to rank by: the newest current memories of tiers 2-3."""
     found = []
     for tier in SEARCH_TIERS:
-        found += memories.current_by_tier(clients.db, project_id, user_id, tier, limit)
+        found += memories.current_by_tier(clients.db, project_id, user_id, tier, limit, ScoredMemory)
     found.sort(key=lambda m: m.created_at, reverse=True)
-    return [ScoredMemory(**m.model_dump(), score=0.0) for m in found[:limit]]
+    return found[:limit]

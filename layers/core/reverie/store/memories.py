@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg2.errors
 from psycopg2.extras import Json
@@ -53,12 +53,18 @@ class NewMemory:
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
-def as_memory(row: dict[str, Any]) -> Memory:
-    row = dict(row)
+M = TypeVar("M", bound=Memory)
+
+
+def as_memory(row: dict[str, Any], model: type[M] = Memory, **fields: Any) -> M:
+    """A row read with COLUMNS as `model`: a Memory, or a kind of Memory given its own `fields` (a score), validated
+    once (a Memory validated and then copied into a ScoredMemory costs three times as much, on every turn's rules
+    and search results)."""
+    row = {**row, **fields}
     for key in ("id", "superseded_by"):
         if row.get(key) is not None:
             row[key] = str(row[key])
-    return Memory.model_validate(row)
+    return model.model_validate(row)
 
 
 # ---------------------------------------------------------------- writes (inside a caller's transaction)
@@ -246,8 +252,8 @@ def history(db: Database, project_id: str, memory_id: str) -> list[MemoryEvent]:
 
 def list_page(
     db: Database, project_id: str, user_id: str, *, tier: Tier | None = None, limit: int = 50,
-    cursor: str | None = None, include_superseded: bool = False,
-) -> tuple[list[Memory], str | None]:
+    cursor: str | None = None, include_superseded: bool = False, model: type[M] = Memory,
+) -> tuple[list[M], str | None]:
     """Newest first, keyset-paginated: the cursor is the (recorded_at, id) of the last row returned."""
     clauses = ["project_id = %s", "user_id = %s"]
     params: list[Any] = [project_id, user_id]
@@ -268,13 +274,14 @@ def list_page(
             params,
         )
         rows = cur.fetchall()
-    page = [as_memory(r) for r in rows[:limit]]
+    page = [as_memory(r, model) for r in rows[:limit]]
     next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
     return page, next_cursor
 
 
-def current_by_tier(db: Database, project_id: str, user_id: str, tier: Tier, limit: int) -> list[Memory]:
-    page, _ = list_page(db, project_id, user_id, tier=tier, limit=limit)
+def current_by_tier(db: Database, project_id: str, user_id: str, tier: Tier, limit: int,
+                    model: type[M] = Memory) -> list[M]:
+    page, _ = list_page(db, project_id, user_id, tier=tier, limit=limit, model=model)
     return page
 
 

@@ -366,7 +366,7 @@ def _scored(rows: list[dict[str, Any]]) -> list[ScoredMemory]:
     for row in rows:
         score = row.pop("score")
         row.pop("scope_n")
-        found.append(ScoredMemory(**dict(as_memory(row)), score=score))
+        found.append(as_memory(row, ScoredMemory, score=score))
     return found
 
 
