@@ -178,11 +178,11 @@ def locomo_conversations(sample: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def parse_locomo_date(value: str) -> datetime:
-    """'1:56 pm on 8 May, 2023' -> 2023-05-08 13:56 UTC."""
+    """'4:20 pm on 3 March, 2022' -> 2022-03-03 16:20 UTC."""
     try:
         return datetime.strptime(value.strip(), LOCOMO_DATE).replace(tzinfo=UTC)
     except (ValueError, AttributeError):
-        raise InputError(f"a LoCoMo session date {value!r} is not like '1:56 pm on 8 May, 2023'") from None
+        raise InputError(f"a LoCoMo session date {value!r} is not like '4:20 pm on 3 March, 2022'") from None
 
 
 def _locomo_text(turn: dict[str, Any], speaker: str) -> str:

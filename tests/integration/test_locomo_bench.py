@@ -38,7 +38,7 @@ def sample(sample_id: str, name: str) -> dict:
         "sample_id": sample_id,
         "conversation": {
             "speaker_a": name, "speaker_b": "Sam",
-            "session_1_date_time": "1:56 pm on 8 May, 2023",
+            "session_1_date_time": "4:20 pm on 3 March, 2022",
             "session_1": [
                 _turn(1, 1, name, "I went to a pottery workshop yesterday"),
                 _turn(1, 2, "Sam", "Nice! What did you make?"),

@@ -109,13 +109,13 @@ def test_rank_with_a_held_embedding_searches_by_either_half_or_both(clients, pro
 
 
 def test_a_rare_word_of_the_question_outweighs_a_common_one(clients, project):
-    # ts_rank_cd scored each of these one matching word alike; BM25 weighs "adoption" (one memory) far above
-    # "Caroline" (all the others).
+    # ts_rank_cd scored each of these one matching word alike; BM25 weighs "kayak" (one memory) far above
+    # "Ines" (all the others).
     p = project.project_id
     for day in range(8):
-        remember(clients, p, "mel", f"Caroline talked about the weather on day {day}", embed=False)
-    rare = remember(clients, p, "mel", "She is researching adoption agencies", embed=False)
-    found = memory_search.matching(clients.db, p, "mel", "What did Caroline say about adoption?", k=10)
+        remember(clients, p, "mel", f"Ines talked about the weather on day {day}", embed=False)
+    rare = remember(clients, p, "mel", "She is pricing a second-hand kayak", embed=False)
+    found = memory_search.matching(clients.db, p, "mel", "What did Ines say about the kayak?", k=10)
     assert found[0].id == rare and len(found) == 9
     assert found[0].score > 2 * found[1].score
     assert [h.score for h in found] == sorted((h.score for h in found), reverse=True)
@@ -123,26 +123,26 @@ def test_a_rare_word_of_the_question_outweighs_a_common_one(clients, project):
 
 def test_a_hit_lifts_the_turns_stored_beside_it_in_its_session(clients, project):
     p = project.project_id
-    before = remember(clients, p, "mel", "Caroline: guess where I went yesterday", Tier.EPISODIC, embed=False,
+    before = remember(clients, p, "mel", "Ines: guess where I went yesterday", Tier.EPISODIC, embed=False,
                       session_id="s1")
-    hit = remember(clients, p, "mel", "Caroline: the LGBTQ support group meeting", Tier.EPISODIC, embed=False,
+    hit = remember(clients, p, "mel", "Ines: the ceramics course open evening", Tier.EPISODIC, embed=False,
                    session_id="s1")
-    after = remember(clients, p, "mel", "Melanie: that sounds powerful, how did it feel?", Tier.EPISODIC,
+    after = remember(clients, p, "mel", "Tom: that sounds fun, what did you make?", Tier.EPISODIC,
                      embed=False, session_id="s1")
-    remember(clients, p, "mel", "Melanie: painting with my kids today", Tier.EPISODIC, embed=False, session_id="s1")
-    remember(clients, p, "mel", "Caroline: hello again", Tier.EPISODIC, embed=False, session_id="s2")
-    remember(clients, p, "mel", "Caroline: a fact with no session", Tier.SEMANTIC, embed=False)
+    remember(clients, p, "mel", "Tom: fixing the bike today", Tier.EPISODIC, embed=False, session_id="s1")
+    remember(clients, p, "mel", "Ines: hello again", Tier.EPISODIC, embed=False, session_id="s2")
+    remember(clients, p, "mel", "Ines: a fact with no session", Tier.SEMANTIC, embed=False)
 
-    found = recall.search(clients, p, "mel", "support group", limit=10)
+    found = recall.search(clients, p, "mel", "ceramics course", limit=10)
     assert [m.id for m in found[:1]] == [hit]
     # The neighbours match no word and carry no vector: they are there for being beside the hit, at half its score.
     assert {m.id for m in found} == {hit, before, after}
     assert all(m.score == pytest.approx(found[0].score / 2) for m in found[1:])
 
-    lonely = recall.search(clients, p, "mel", "support group", limit=10, tiers=[Tier.SEMANTIC])
+    lonely = recall.search(clients, p, "mel", "ceramics course", limit=10, tiers=[Tier.SEMANTIC])
     assert lonely == []
     with swapped(clients, search_neighbour_weight=0.0):
-        assert [m.id for m in recall.search(clients, p, "mel", "support group", limit=10)] == [hit]
+        assert [m.id for m in recall.search(clients, p, "mel", "ceramics course", limit=10)] == [hit]
 
 
 def test_the_vector_half_ignores_vectors_of_another_model(clients, project):

@@ -15,14 +15,14 @@ from reverie_dev.backfill import InputError, RateLimit, Totals, locomo_conversat
 SAMPLE = {
     "sample_id": "conv-1",
     "conversation": {
-        "speaker_a": "Caroline", "speaker_b": "Mel Jones",
-        "session_2_date_time": "10:37 am on 27 June, 2023",
-        "session_2": [{"speaker": "Mel Jones", "dia_id": "D2:1", "text": "Back from camping!"},
-                      {"speaker": "Caroline", "dia_id": "D2:2", "text": "I adopted a dog.",
-                       "blip_caption": "a photo of a puppy"}],
-        "session_1_date_time": "1:56 pm on 8 May, 2023",
-        "session_1": [{"speaker": "Caroline", "dia_id": "D1:1", "text": "I went to a support group yesterday."}],
-        "session_3_date_time": "9:00 am on 1 July, 2023",  # a date without a session: nothing to import
+        "speaker_a": "Ines", "speaker_b": "Tom Ray",
+        "session_2_date_time": "11:05 am on 14 April, 2022",
+        "session_2": [{"speaker": "Tom Ray", "dia_id": "D2:1", "text": "Back from the coast!"},
+                      {"speaker": "Ines", "dia_id": "D2:2", "text": "I bought a kayak.",
+                       "blip_caption": "a photo of a red kayak"}],
+        "session_1_date_time": "4:20 pm on 3 March, 2022",
+        "session_1": [{"speaker": "Ines", "dia_id": "D1:1", "text": "I started a ceramics course yesterday."}],
+        "session_3_date_time": "9:00 am on 1 May, 2022",  # a date without a session: nothing to import
     },
 }
 
@@ -30,21 +30,21 @@ SAMPLE = {
 def test_a_locomo_session_becomes_one_conversation_per_speaker_dated_at_the_session():
     found = list(locomo_conversations(SAMPLE))
     assert [(c["user_id"], c["session_id"]) for c in found] == [
-        ("conv-1:caroline", "conv-1:s1"), ("conv-1:caroline", "conv-1:s2"),
-        ("conv-1:mel-jones", "conv-1:s1"), ("conv-1:mel-jones", "conv-1:s2")]
-    caroline_s2 = found[1]["turns"]
-    assert [(t["role"], t["content"], t["turn_id"]) for t in caroline_s2] == [
-        ("assistant", "Mel Jones: Back from camping!", "D2:1"),
-        ("user", "I adopted a dog. [shares a photo of a puppy]", "D2:2")]
-    assert [t["created_at"] for t in caroline_s2] == ["2023-06-27T10:37:00+00:00", "2023-06-27T10:37:01+00:00"]
+        ("conv-1:ines", "conv-1:s1"), ("conv-1:ines", "conv-1:s2"),
+        ("conv-1:tom-ray", "conv-1:s1"), ("conv-1:tom-ray", "conv-1:s2")]
+    ines_s2 = found[1]["turns"]
+    assert [(t["role"], t["content"], t["turn_id"]) for t in ines_s2] == [
+        ("assistant", "Tom Ray: Back from the coast!", "D2:1"),
+        ("user", "I bought a kayak. [shares a photo of a red kayak]", "D2:2")]
+    assert [t["created_at"] for t in ines_s2] == ["2022-04-14T11:05:00+00:00", "2022-04-14T11:05:01+00:00"]
     assert found[3]["turns"][0]["role"] == "user"  # the other speaker's own turn, in their conversation
     for data in found:
         backfill.read_conversation(data)  # each one valid as the stack reads it
 
 
 def test_locomo_dates_are_read_as_written_and_an_unknown_form_is_refused():
-    assert parse_locomo_date("1:56 pm on 8 May, 2023") == datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
-    assert parse_locomo_date("12:09 am on 13 September, 2023") == datetime(2023, 9, 13, 0, 9, tzinfo=UTC)
+    assert parse_locomo_date("4:20 pm on 3 March, 2022") == datetime(2022, 3, 3, 16, 20, tzinfo=UTC)
+    assert parse_locomo_date("12:07 am on 2 October, 2022") == datetime(2022, 10, 2, 0, 7, tzinfo=UTC)
     with pytest.raises(InputError, match="not like"):
         parse_locomo_date("yesterday")
 

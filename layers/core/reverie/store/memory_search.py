@@ -142,8 +142,8 @@ def matching(
 ) -> list[Ranked]:
     """The user's `k` memories that best match the words of `query` by BM25, best first.
 
-    Postgres's own ranks (ts_rank, ts_rank_cd) do not weigh a word by how rare it is, so "Caroline" (in half of a
-    user's memories) counts as much as "adoption" (in three). BM25 does: each query word that a memory holds adds
+    Postgres's own ranks (ts_rank, ts_rank_cd) do not weigh a word by how rare it is, so "Rosa" (in half of a
+    user's memories) counts as much as "cello" (in three). BM25 does: each query word that a memory holds adds
     its inverse document frequency, discounted for long memories. The statistics are the user's own, computed at
     query time: the number of memories in scope (an index-only count), and over the memories that match any word,
     each word's document frequency and the average length (close enough to the scope's, without reading every row).
