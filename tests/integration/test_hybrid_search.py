@@ -132,11 +132,11 @@ def test_the_vector_index_may_visit_more_rows_the_smaller_a_large_users_share_of
     with psycopg2.connect(engines.database_url) as conn, conn.cursor() as cur:  # the table's row count, as analysed
         cur.execute("ANALYZE memories")
     monkeypatch.setattr(memory_search, "LARGE_SCOPE", 0)  # any scope is large: the vector index's branch is planned
-    key = (ana, "ana", tuple(t.value for t in recall.SEARCH_TIERS))
 
     def visited_at_most(known: float | None, filters: dict | None = None) -> tuple[int, float]:
-        monkeypatch.setattr(memory_search, "_scope_sizes", {} if known is None else {key: (time.monotonic(), known)})
         where, params = memory_search._scope(ana, "ana", recall.SEARCH_TIERS, filters, None)
+        kept = {} if known is None else {memory_search._size_key(params): (time.monotonic(), known)}
+        monkeypatch.setattr(memory_search, "_scope_sizes", kept)
         settings, _ = memory_search._near(where, params, clients.llm.embed(["tea"]).vectors[0], k=50,
                                           embedding_model=None, as_of=None)
         with clients.db.read(ana, cursor_factory=None) as cur:

@@ -323,25 +323,24 @@ def _blended(where: str, params: dict[str, Any], vector_weight: float, *, limit:
         "   row_number() OVER (ORDER BY bm25 DESC, recorded_at DESC, id) AS listed FROM words) by_words) scored"
         "  GROUP BY id),"
     )
-    return blended + _ranked(where, params, limit=limit, neighbour_weight=neighbour_weight,
-                             lifters="SELECT id FROM candidate ORDER BY score DESC, listed LIMIT %(lifting)s")
+    return blended + _ranked(where, params, limit=limit, neighbour_weight=neighbour_weight)
 
 
-def _ranked(where: str, params: dict[str, Any], *, limit: int, neighbour_weight: float, lifters: str) -> str:
+def _ranked(where: str, params: dict[str, Any], *, limit: int, neighbour_weight: float) -> str:
     """The CTEs and the select that take `candidate(id, score)` to the `limit` best memories, read in full with their
     scores, best first (and `scope(n)`'s n as scope_n): each candidate keeps its score, and the memory stored just
     before it and just after it in its session (same tier, same scope) gains `neighbour_weight` times it. Ties go to
     the newer memory, then to the smaller id.
 
-    Only the candidates `lifters` selects (the best 2 x `limit`) lift their neighbours (each lift is two index
-    lookups): half of a lower score seldom carries a memory into the top `limit` (bench/locomo.py found as much
-    evidence either way)."""
+    Only the best 2 x `limit` candidates lift their neighbours (each lift is two index lookups; ties keep the order
+    the lists gave them): half of a lower score seldom carries a memory into the top `limit` (bench/locomo.py found
+    as much evidence either way)."""
     params.update(beta=neighbour_weight, limit=limit, lifting=2 * limit)
     side = ("(SELECT id FROM memories WHERE {where} AND tier = hit.tier AND session_id = hit.session_id"
             " AND seq {op} hit.seq ORDER BY seq {order} LIMIT 1)")
     return (
         # Every row is reached by its id (a lateral lookup on the primary key), never by scanning the user's.
-        f" lifter AS MATERIALIZED ({lifters}),"
+        " lifter AS MATERIALIZED (SELECT id FROM candidate ORDER BY score DESC, listed LIMIT %(lifting)s),"
         " hit AS MATERIALIZED (SELECT m.id, m.tier, m.session_id, m.seq, candidate.score FROM candidate"
         "  CROSS JOIN LATERAL (SELECT id, tier, session_id, seq FROM memories WHERE id = candidate.id"
         "  AND project_id = %(project)s AND user_id = %(user)s) m WHERE m.session_id IS NOT NULL"
