@@ -7,12 +7,16 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
+from redis.connection import Connection
 
-from reverie.cache import working_memory
+from reverie.cache import narratives as hot
+from reverie.cache import pending as pending_list
+from reverie.cache import recall_reads, users, working_memory
 from reverie.chat import recall
 from reverie.domain.fields import utcnow
 from reverie.domain.memory import Turn
 from reverie.domain.tiers import Tier
+from reverie.jobs.message import make_job
 from reverie.llm import LLMUnavailable, estimate_tokens
 from reverie.platform import after_response
 from reverie.store import memories as store
@@ -222,6 +226,46 @@ def test_with_postgres_down_the_context_keeps_the_recent_turns_and_says_what_is_
         context = recall.build_context(clients, p, "ana", query="hello", session_id="s1", max_tokens=500)
     assert [t.content for t in context.recent_turns] == ["hello"]
     assert context.memories == [] and context.rules == [] and context.degraded == ["postgres"]
+
+
+def test_with_valkey_down_the_context_has_the_narrative_from_postgres_and_says_what_is_missing(clients, project):
+    p = project.project_id
+    rule = remember(clients, p, "ana", "Answer in short bullet points", Tier.PROCEDURAL)
+    with clients.db.transaction(p) as conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO narratives (project_id, user_id, version, text) VALUES (%s, 'ana', 1, 'Ana teaches')",
+                    (p,))
+    with swapped(clients, valkey_down=True):
+        context = recall.build_context(clients, p, "ana", query="hello", session_id="s1", max_tokens=500)
+    assert context.narrative == "Ana teaches" and [m.id for m in context.rules] == [rule]
+    assert context.recent_turns == [] and context.pending == [] and context.degraded == ["valkey"]
+
+
+def test_the_users_keys_are_read_in_one_round_trip(clients, project, monkeypatch):
+    """The narrative's hot copy, the session's turns and the turns not learned yet: three keys of one slot, one
+    message to Valkey, and the same as each read alone."""
+    p = project.project_id
+    pipe = clients.valkey.pipeline(transaction=False)
+    working_memory.append_turns(pipe, p, "ana", "s1", [Turn(role="user", content="I moved to Porto")], 20, 600)
+    pipe.execute()
+    writes = users.UserWrites(clients.valkey, p, "ana", 0.0)
+    pending_list.remember(writes, make_job(project_id=p, user_id="ana", session_id="s1",
+                                           turns=[Turn(role="user", content="I moved to Porto")]), 50, 600)
+    hot.write(writes, p, "ana", {"text": "Ana lives in Porto", "version": 3, "generated_at": utcnow(),
+                                 "citations": []}, fill=False)
+    writes.execute()
+
+    sent = []
+    real = Connection.send_packed_command
+    monkeypatch.setattr(Connection, "send_packed_command", lambda self, *a, **k: (sent.append(1), real(self, *a, **k)))
+    read = recall_reads.read(clients.valkey, p, "ana", session_id="s1", recent_limit=10, with_pending=True)
+    monkeypatch.undo()
+    assert len(sent) == 1
+    assert read.narrative == hot.read(clients.valkey, p, "ana") and read.narrative.narrative["version"] == 3
+    assert read.recent_turns == working_memory.recent_turns(clients.valkey, p, "ana", "s1", 10)
+    assert read.pending == pending_list.read(clients.valkey, p, "ana") and len(read.pending) == 1
+    assert recall_reads.read(clients.valkey, p, "ana", session_id=None, recent_limit=10,
+                             with_pending=False) == recall_reads.UserReads(narrative=read.narrative,
+                                                                           recent_turns=None, pending=None)
 
 
 def test_when_embeddings_fail_the_context_says_so_and_text_search_answers(clients, project):

@@ -85,23 +85,26 @@ def published(clients, project_id: str, tier: Tier = Tier.EPISODIC) -> list[Refl
 
 
 def take_from_queue(clients, url: str, project_id: str, parse: Callable[[str], Any]) -> list[Any]:
-    """Take the jobs of this project off a queue, parsed with `parse` (None: not a job); others' go back at once."""
-    found, seen = [], set()
-    while True:
-        messages = clients.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
-                                               VisibilityTimeout=30).get("Messages", [])
-        fresh = [m for m in messages if m["MessageId"] not in seen]
-        for message in messages:
-            seen.add(message["MessageId"])
-            job = parse(message["Body"])
-            if job is not None and job.project_id == project_id:
-                found.append(job)
-                clients.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-            else:
-                clients.sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"],
-                                                      VisibilityTimeout=0)
-        if not fresh:
-            return found
+    """Take the jobs of this project off a queue, parsed with `parse` (None: not a job); others' go back once every
+    message was seen. (Put back at once, a FIFO queue would hand the same first ten over again, and a job of this
+    project behind ten others' would not be found.)"""
+    found, others = [], []
+    try:
+        while True:
+            messages = clients.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                                                   VisibilityTimeout=30).get("Messages", [])
+            if not messages:
+                return found
+            for message in messages:
+                job = parse(message["Body"])
+                if job is not None and job.project_id == project_id:
+                    found.append(job)
+                    clients.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+                else:
+                    others.append(message["ReceiptHandle"])
+    finally:
+        for handle in others:
+            clients.sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=handle, VisibilityTimeout=0)
 
 
 def nothing_stored(clients, project_id: str) -> bool:

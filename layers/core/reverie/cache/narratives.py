@@ -59,8 +59,16 @@ class Hot:
     narrative: dict[str, Any] | None = None  # FOUND: {text, version, generated_at, citations}
 
 
+# The copy as a reader takes it when Valkey cannot be read: Postgres answers, and nothing is filled.
+UNREADABLE = Hot(State.DROPPED)
+
+
 def read(valkey, project_id: str, user_id: str) -> Hot:
-    raw = valkey.get(keys.narrative(project_id, user_id))
+    return parse(valkey.get(keys.narrative(project_id, user_id)))
+
+
+def parse(raw: bytes | str | None) -> Hot:
+    """The copy as read (None when there is no key)."""
     if raw is None:
         return Hot(State.MISS)
     try:

@@ -45,8 +45,13 @@ def remember(pipe_or_writes, job, max_turns: int, ttl_s: int) -> None:
 
 def read(valkey, project_id: str, user_id: str) -> list[tuple[bytes | str, PendingTurn]]:
     """The user's entries, oldest first: (the entry as stored, the turn). An unreadable one is skipped."""
+    return parse(valkey.lrange(keys.pending_turns(project_id, user_id), 0, -1))
+
+
+def parse(raws: Sequence[bytes | str]) -> list[tuple[bytes | str, PendingTurn]]:
+    """The list's entries as read (`read`'s answer)."""
     found = []
-    for raw in valkey.lrange(keys.pending_turns(project_id, user_id), 0, -1):
+    for raw in raws:
         try:
             data = json.loads(raw)
             found.append((raw, PendingTurn(job_id=data["job"], turn_id=data["turn"], session_id=data["session"],

@@ -27,10 +27,13 @@ _STOP = frozenset(str.split(
 ))
 
 
-def unlearned(clients, project_id: str, user_id: str) -> list[PendingTurn]:
-    """The user's turns whose jobs some tier has not learned yet, oldest first. Entries of learned jobs are removed
-    from the list. Raises what Valkey raises; without Postgres nothing is known to be learned, so all are kept."""
-    entries = pending_list.read(clients.valkey, project_id, user_id)
+def unlearned(clients, project_id: str, user_id: str,
+              entries: list[tuple[bytes | str, PendingTurn]] | None = None) -> list[PendingTurn]:
+    """The user's turns whose jobs some tier has not learned yet, oldest first (of `entries`, the list as the caller
+    read it, if given). Entries of learned jobs are removed from the list. Raises what Valkey raises; without
+    Postgres nothing is known to be learned, so all are kept."""
+    if entries is None:
+        entries = pending_list.read(clients.valkey, project_id, user_id)
     if not entries:
         return []
     try:

@@ -12,7 +12,8 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from reverie.cache import working_memory
+from reverie.cache import VALKEY_ERRORS, recall_reads
+from reverie.cache import narratives as hot_copy
 from reverie.chat import pending as said
 from reverie.chat.context import RecallContext, fit
 from reverie.domain.memory import ScoredMemory
@@ -132,8 +133,8 @@ def build_context(
     max_tokens: int, deadline_s: float | None = None,
 ) -> RecallContext:
     """Narrative, rules, memories (searched with `query`, else the newest), the session's recent turns and what
-    the user said that is not learned yet (reverie.chat.pending), looked up concurrently and fitted into
-    `max_tokens`.
+    the user said that is not learned yet (reverie.chat.pending), looked up concurrently (the search, the rules, and
+    the user's keys in Valkey in one round trip) and fitted into `max_tokens`.
 
     A part whose engine is down (or slower than `deadline_s`) is left out, logged and counted, never
     raised: recall makes an answer better, it must not stop one."""
@@ -145,14 +146,16 @@ def build_context(
             clients, project_id, user_id, query, tiers=SEARCH_TIERS, limit=settings.recall_limit)}
     else:
         lookups = {"memories": lambda: (newest(clients, project_id, user_id, settings.recall_limit), True)}
-    lookups["narrative"] = lambda: fresh_narrative(clients, project_id, user_id)
     lookups["rules"] = lambda: _rules(clients, project_id, user_id)
-    if session_id:
-        lookups["recent_turns"] = lambda: working_memory.recent_turns(
-            clients.valkey, project_id, user_id, session_id, settings.working_memory_max_turns)
-    if settings.pending_max_turns:
-        lookups["pending"] = lambda: said.unlearned(clients, project_id, user_id)
+    lookups["user_reads"] = lambda: _from_user_reads(clients, project_id, user_id, session_id)
     found, failed = _run_all(lookups, deadline)
+    if "user_reads" in found:
+        parts, unread = found.pop("user_reads")
+        found.update(parts)
+        failed |= unread
+    elif "user_reads" in failed:  # too slow, or failed whole
+        failed.discard("user_reads")
+        failed |= set(_user_read_parts(clients, session_id))
     shown, embedded = found.get("memories") or ([], True)
 
     degraded = []
@@ -202,10 +205,51 @@ def _run_all(lookups: dict[str, Any], deadline: float | None) -> tuple[dict[str,
     return found, failed
 
 
-def fresh_narrative(clients, project_id: str, user_id: str) -> dict[str, Any] | None:
-    """The newest narrative, from its hot copy in Valkey (Postgres only on a miss). A stale one is used too, and
-    its regeneration queued after the response (one pending job per user at most); it is never written here."""
-    return narrative_jobs.for_recall(clients, project_id, user_id, later=after_response.defer)
+def _user_read_parts(clients, session_id: str | None) -> list[str]:
+    """The parts of a context read from the user's keys in Valkey (`_from_user_reads`)."""
+    parts = ["narrative"]
+    if session_id:
+        parts.append("recent_turns")
+    if clients.settings.pending_max_turns:
+        parts.append("pending")
+    return parts
+
+
+def _from_user_reads(clients, project_id: str, user_id: str, session_id: str | None
+                     ) -> tuple[dict[str, Any], set[str]]:
+    """The narrative, the session's recent turns and what the user said that is not learned yet, from one Valkey
+    round trip (reverie.cache.recall_reads), then Postgres where they need it (a narrative not in Valkey, which of
+    the said turns are learned); and the parts that could not be read. Without Valkey the narrative comes from
+    Postgres, and the other two are missing."""
+    wanted = _user_read_parts(clients, session_id)
+    parts: dict[str, Any] = {}
+    unread: set[str] = set()
+    try:
+        read = recall_reads.read(clients.valkey, project_id, user_id, session_id=session_id,
+                                 recent_limit=clients.settings.working_memory_max_turns,
+                                 with_pending="pending" in wanted)
+    except VALKEY_ERRORS as exc:
+        logger.warning("recall lookup failed", extra={"part": "user_reads", "error": type(exc).__name__})
+        read, unread = None, set(wanted) - {"narrative"}
+    try:
+        parts["narrative"] = fresh_narrative(clients, project_id, user_id,
+                                             copy=hot_copy.UNREADABLE if read is None else read.narrative)
+    except Exception as exc:  # Postgres, on a miss: the other parts stand
+        logger.warning("recall lookup failed", extra={"part": "narrative", "error": type(exc).__name__})
+        unread.add("narrative")
+    if read is not None and read.recent_turns is not None:
+        parts["recent_turns"] = read.recent_turns
+    if read is not None and read.pending is not None:
+        parts["pending"] = said.unlearned(clients, project_id, user_id, entries=read.pending)
+    return parts, unread
+
+
+def fresh_narrative(clients, project_id: str, user_id: str, *, copy: hot_copy.Hot | None = None
+                    ) -> dict[str, Any] | None:
+    """The newest narrative, from its hot copy in Valkey (`copy` when read already; Postgres only on a miss). A
+    stale one is used too, and its regeneration queued after the response (one pending job per user at most); it is
+    never written here."""
+    return narrative_jobs.for_recall(clients, project_id, user_id, later=after_response.defer, copy=copy)
 
 
 def _rules(clients, project_id: str, user_id: str) -> list[ScoredMemory]:

@@ -134,16 +134,19 @@ def finished(clients, job: NarrativeJob) -> None:
 # ---------------------------------------------------------------- the hot copy
 
 
-def current(clients, project_id: str, user_id: str, *, began_at: float | None = None) -> dict[str, Any] | None:
+def current(clients, project_id: str, user_id: str, *, began_at: float | None = None,
+            copy: hot.Hot | None = None) -> dict[str, Any] | None:
     """The user's newest narrative {text, version, generated_at, citations}, or None: from the hot copy (or its mark
     that there is none), else from Postgres (and the copy filled with what it found, unless a forget since
     `began_at` or a delete's mark says not to). The mark that there is none is left by a chat turn that is kept
-    (reverie.chat.turn), not by a read: the user may have been forgotten, or the turn may fail."""
+    (reverie.chat.turn), not by a read: the user may have been forgotten, or the turn may fail. `copy`: the hot copy
+    as the caller read it already (reverie.cache.recall_reads)."""
     began = time.time() if began_at is None else began_at
-    try:
-        copy = hot.read(clients.valkey, project_id, user_id)
-    except VALKEY_ERRORS:
-        copy = hot.Hot(hot.State.DROPPED)  # Postgres answers; nothing is filled
+    if copy is None:
+        try:
+            copy = hot.read(clients.valkey, project_id, user_id)
+        except VALKEY_ERRORS:
+            copy = hot.UNREADABLE
     if copy.state is hot.State.FOUND:
         return copy.narrative
     if copy.state is hot.State.NONE:
@@ -154,12 +157,13 @@ def current(clients, project_id: str, user_id: str, *, began_at: float | None = 
     return latest
 
 
-def for_recall(clients, project_id: str, user_id: str, *, later: Callable[..., Any] | None = None
-               ) -> dict[str, Any] | None:
-    """The narrative a reply is built from: `current`, stale or not. A stale one is used, and its regeneration
-    queued (sent by `later`, e.g. after the response) unless one is pending. Never raises for the queueing."""
+def for_recall(clients, project_id: str, user_id: str, *, later: Callable[..., Any] | None = None,
+               copy: hot.Hot | None = None) -> dict[str, Any] | None:
+    """The narrative a reply is built from: `current` (from `copy`, the hot copy as read, if given), stale or not. A
+    stale one is used, and its regeneration queued (sent by `later`, e.g. after the response) unless one is pending.
+    Never raises for the queueing."""
     began = time.time()
-    story = current(clients, project_id, user_id, began_at=began)
+    story = current(clients, project_id, user_id, began_at=began, copy=copy)
     if story is not None and is_stale(clients.settings, story):
         try:
             # Without the guard every turn would queue one: then it waits for the weekly sweep.
