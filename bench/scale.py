@@ -103,10 +103,11 @@ def bulk_load(owner_url: str, project: str, rows: list, dims: int, model: str, *
 
 
 def prewarm(superuser_url: str, owner_url: str) -> None:
-    """Read the memories and their words, tables and indexes, into Postgres's buffers (pg_prewarm), as a running
-    database has them. A bulk load goes through a small ring of buffers and leaves them cold; and this machine's
-    kernel pages out file cache left untouched for a minute (DAMON reclaim), which an RDS instance's does not, so
-    without this a search would read from disk what RDS serves from memory. The extension needs a superuser."""
+    """Checkpoint, then read the memories and their words, tables and indexes, into Postgres's buffers
+    (pg_prewarm), as a running database has them. A bulk load goes through a small ring of buffers and leaves them
+    cold; and this machine's kernel pages out file cache left untouched for a minute (DAMON reclaim), which an RDS
+    instance's does not, so without this a search would read from disk what RDS serves from memory. The extension
+    needs a superuser."""
     import psycopg2
 
     database = psycopg2.extensions.parse_dsn(owner_url)["dbname"]
@@ -114,6 +115,8 @@ def prewarm(superuser_url: str, owner_url: str) -> None:
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
+            # The load's dirty pages written now, not by the checkpointer while searches are timed.
+            cur.execute("CHECKPOINT")
             cur.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
             cur.execute("SELECT sum(pg_prewarm(c.oid)) FROM pg_class c WHERE c.oid IN ('memories'::regclass,"
                         " 'memory_words'::regclass) OR c.oid IN (SELECT indexrelid FROM pg_index"
