@@ -15,7 +15,7 @@ conversation (`--tune`, marked "tune"); the others are reported as they come ("r
 The data set is CC BY-NC and is never copied into the project: pass its path (the development subset sits at
 ../shared/eval/locomo-dev.json beside a checkout; the full public locomo10.json works the same way). Embeddings
 come from the configured model: the offline hashed embeddings unless LLM_BASE_URL is set.
-Writes bench/results/locomo.json.
+Writes bench/results/recall.json (figures only: the data stays in ../shared/eval).
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", nargs="?", default=str(DEFAULT_DATA), help="a LoCoMo JSON file")
     parser.add_argument("--tune", default="conv-26", help="the conversation the search's weights were tuned on")
-    parser.add_argument("--out", default=str(RESULTS / "locomo.json"))
+    parser.add_argument("--out", default=str(RESULTS / "recall.json"))
     args = parser.parse_args(argv)
     try:
         samples = read_samples(Path(args.data))

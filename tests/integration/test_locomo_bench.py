@@ -65,7 +65,7 @@ def sample(sample_id: str, name: str) -> dict:
 
 
 def test_the_benchmark_counts_reverie_and_both_baselines_over_the_same_turns(tmp_path):
-    data, out = tmp_path / "tiny-locomo.json", tmp_path / "locomo.json"
+    data, out = tmp_path / "tiny-locomo.json", tmp_path / "recall.json"
     data.write_text(json.dumps([sample("conv-a", "Ana"), sample("conv-b", "Bea")]))
     env = {k: v for k, v in os.environ.items()
            if k not in {"DATABASE_URL", "REDIS_URL", "AWS_ENDPOINT_URL", "LLM_BASE_URL"}}
