@@ -31,6 +31,7 @@ import random
 import sys
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from measure import RESULTS, command, machine, now, percentiles, write
 
@@ -39,17 +40,22 @@ HEAVY_SEARCH_P95_TARGET_MS = 50.0
 CHAT_OVERHEAD_P95_TARGET_MS = 10.0
 HEAVY_USER = "heavy-user"
 SESSION_TURNS = 12  # episodic memories of one session, for the neighbour lookups to find
+RECORDED_FROM = datetime(2025, 1, 1, tzinfo=UTC)  # the memories are recorded from here, one every RECORDED_EVERY_S
+RECORDED_EVERY_S = 10  # 1.1 million of them: four months
 
 
-def _rows(start: int, count: int, users: list[str], seed: int) -> list[tuple[str, str, str, str, str | None]]:
-    """(id, user, tier, text, session) for memories start..start+count, round-robin over users."""
+def _rows(start: int, count: int, users: list[str], seed: int) -> list[tuple[str, str, str, str, str | None, str]]:
+    """(id, user, tier, text, session, recorded_at) for memories start..start+count, round-robin over users, each
+    recorded RECORDED_EVERY_S after the one before (one COPY would give them all its transaction's one instant, which
+    no real table holds: reads ordered by time would meet ties a real table does not have)."""
     from chat import memory_rows
 
     out = []
     for offset, (user, tier, text) in enumerate(memory_rows(count, users, seed + start)):
         n = start + offset
         session = f"s-{n // (len(users) * SESSION_TURNS)}" if tier == "episodic" else None
-        out.append((str(uuid.uuid4()), user, tier, f"{text} [{n}]", session))
+        recorded_at = (RECORDED_FROM + timedelta(seconds=n * RECORDED_EVERY_S)).isoformat()
+        out.append((str(uuid.uuid4()), user, tier, f"{text} [{n}]", session, recorded_at))
     return out
 
 
@@ -59,10 +65,10 @@ def _copy_lines(args) -> str:
     from reverie.store.memories import content_hash
 
     out = io.StringIO()
-    for memory_id, user, tier, text, session in chunk:
+    for memory_id, user, tier, text, session, recorded_at in chunk:
         vector = "[" + ",".join(f"{x:.5g}" for x in hashed_embedding(text, dims)) + "]"
         out.write("\t".join((memory_id, project, user, tier, text, content_hash(text), vector, model,
-                             session or r"\N")) + "\n")
+                             session or r"\N", recorded_at)) + "\n")
     return out.getvalue()
 
 
@@ -85,7 +91,7 @@ def bulk_load(owner_url: str, project: str, rows: list, dims: int, model: str, *
             with multiprocessing.get_context("fork").Pool(os.cpu_count() or 1) as workers, conn.cursor() as cur:
                 for lines in workers.imap(_copy_lines, chunks):
                     cur.copy_expert("COPY memories (id, project_id, user_id, tier, text, content_hash, embedding,"
-                                    " embedding_model, session_id) FROM STDIN", io.StringIO(lines))
+                                    " embedding_model, session_id, recorded_at) FROM STDIN", io.StringIO(lines))
             conn.commit()
         finally:
             conn.close()

@@ -154,3 +154,53 @@ def test_the_vector_index_may_visit_more_rows_the_smaller_a_large_users_share_of
     assert visited_at_most(rows / 1000)[0] == memory_search.HNSW_MAX_SCAN_TUPLES
     # A filter leaves the share of the table unknown: the most.
     assert visited_at_most(rows / 10, filters={"source": "email"})[0] == memory_search.HNSW_MAX_SCAN_TUPLES
+
+
+@pytest.mark.parametrize("large_scope", [20, memory_search.LARGE_SCOPE])  # the vector index's branch, or exact
+def test_the_function_with_its_kept_plan_answers_as_the_statement_sent_as_text(clients, ana, monkeypatch, large_scope):
+    """The common case runs as migration 0011's function (its plan kept and reused), every other case as text: the
+    two give the same memories with the same scores, whatever the weights, and whether the scope's size is counted
+    or already known."""
+    monkeypatch.setattr(memory_search, "LARGE_SCOPE", large_scope)
+    db, model = clients.db, clients.llm.embedding_model
+    for query in QUERIES[:5]:
+        embedding = clients.llm.embed([query]).vectors[0]
+        for weight, beta, limit in [(0.2, 0.5, 10), (0.0, 0.0, 200), (1.0, 0.5, 3), (0.5, 1.0, 60)]:
+            answers = []
+            for reuse_plan in (False, True, True):  # the third with the scope's size kept by the second
+                if reuse_plan is False:
+                    monkeypatch.setattr(memory_search, "_scope_sizes", {})
+                found = memory_search.hybrid(db, ana, "ana", query, embedding, k=50, limit=limit,
+                                             vector_weight=weight, neighbour_weight=beta, embedding_model=model,
+                                             tiers=recall.SEARCH_TIERS, reuse_plan=reuse_plan)
+                answers.append([(m.id, m.score, m.text, m.tier, m.session_id, m.created_at) for m in found])
+            assert answers[0] and answers[1] == answers[0] and answers[2] == answers[0], (query, weight, beta)
+
+
+def test_the_function_is_what_the_common_case_runs_and_it_keeps_row_level_security(clients, ana, monkeypatch):
+    from reverie.store.db import DictCursor, _scoped
+    from reverie.store.projects import create_project
+
+    db, model = clients.db, clients.llm.embedding_model
+    embedding = clients.llm.embed(["Rosa"]).vectors[0]
+    sent: list[bytes] = []
+    scoped = _scoped(DictCursor)
+    execute = scoped.execute
+
+    def recorded(self, query, vars=None):
+        sent.append(self.mogrify(query, vars))
+        return execute(self, query, vars)
+
+    monkeypatch.setattr(scoped, "execute", recorded)
+    found = memory_search.hybrid(db, ana, "ana", "Rosa", embedding, k=50, limit=10, vector_weight=0.2,
+                                 neighbour_weight=0.5, embedding_model=model)
+    assert found and len(sent) == 1 and b"hybrid_search(" in sent[0] and b"force_generic_plan" in sent[0]
+    # Called in another project's scope, the function reads nothing of this one (SECURITY INVOKER).
+    other = "p-other-" + ana
+    create_project(db, other)
+    for scope, expected in ((other, 0), (ana, len(found))):
+        with db.read(scope) as cur:
+            cur.execute("SELECT count(*) AS n FROM hybrid_search(%s, 'ana', ARRAY['episodic','semantic'], 'Rosa',"
+                        " %s::halfvec, %s, 50, 10, 0.2, 0.5, 20000, NULL, 1.2, 0.75)",
+                        (ana, memory_search.vector_literal(embedding), model))
+            assert cur.fetchone()["n"] == expected, scope

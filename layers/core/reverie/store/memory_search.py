@@ -103,8 +103,10 @@ def _near(
     same_model = "" if embedding_model is None else " AND embedding_model = %(model)s"
     exact = (f"SELECT id, recorded_at, embedding_half <=> %(qvec)s::halfvec AS d FROM memories"
              f" WHERE {where}{same_model} AND embedding_half IS NOT NULL")
-    # "+ 0": an ordering no vector index can serve, so an exact search stays a scan of the user's rows.
-    exact_order = "(embedding_half <=> %(qvec)s::halfvec) + 0"
+    # "+ 0": an ordering no vector index can serve, so an exact search stays a scan of the user's rows. Equal
+    # distances are common (hashed embeddings of a few shared words): the id decides which make the k, whatever
+    # order the plan reads the rows in.
+    exact_order = "(embedding_half <=> %(qvec)s::halfvec) + 0, id"
     if as_of is not None or (known is not None and known < LARGE_SCOPE):
         # A scope this process counted below LARGE_SCOPE a moment ago is searched exactly, without the approximate
         # branch: unused, it still costs its plan and the opening of the vector index.
@@ -251,6 +253,7 @@ def hybrid(
     db: Database, project_id: str, user_id: str, query: str, embedding: list[float] | None, *, k: int, limit: int,
     vector_weight: float, neighbour_weight: float, embedding_model: str | None = None,
     tiers: Sequence[Tier] | None = None, filters: dict[str, Any] | None = None, as_of: datetime | None = None,
+    reuse_plan: bool = True,
 ) -> list[ScoredMemory]:
     """The hybrid search in one statement: `nearest` to `embedding` and `matching` the words of `query` (`k` of each;
     either half is left out without an embedding or without a word to match), blended, then each candidate's session
@@ -262,9 +265,16 @@ def hybrid(
     list's (0 where a list missed it). Why not reciprocal rank fusion: ranks forget how far apart the scores are. A
     question's rare name can put one memory far ahead in BM25 while the hashed vectors barely tell their top fifty
     apart; RRF scored the two lists' first places alike, and the fused list found less of LoCoMo's evidence than
-    BM25 alone."""
+    BM25 alone.
+
+    Its common case (words and an embedding of a named model, current memories, no filter) runs as the function of
+    migration 0011, whose plan each server process keeps (`_hybrid_function`); `reuse_plan=False` sends the
+    statement as text whatever the case, planned afresh (the two give the same answers)."""
     where, params = _scope(project_id, user_id, tiers, filters, as_of)
     words, sized = _words(where, params, query, k=k, filters=filters, as_of=as_of)
+    if reuse_plan and words is not None and embedding is not None and sized is not None and embedding_model:
+        return _hybrid_function(db, params, embedding, k=k, limit=limit, vector_weight=vector_weight,
+                                neighbour_weight=neighbour_weight, embedding_model=embedding_model, sized=sized)
     settings, near = "", _NO_NEAR
     if embedding is not None:
         # The words' scope is the vector half's: its count, when made, decides the branch too.
@@ -276,6 +286,33 @@ def hybrid(
         cur.execute(f"{settings}WITH {words or _NO_WORDS}, {near}, "
                     f"{_blended(where, params, vector_weight, limit=limit, neighbour_weight=neighbour_weight)}",
                     params)
+        rows = cur.fetchall()
+    _keep_size(sized, params, rows[0]["scope_n"] if rows else None)
+    return _scored(rows)
+
+
+# The hybrid search's common case (words and an embedding, current memories, no filter) through the function of
+# migration 0011: the same statement, its plan kept by each server process and reused (generic), where a statement
+# sent as text is planned afresh each time. The memories are read in full here (the function returns their ids).
+_HYBRID_FUNCTION = (
+    "SELECT set_config('plan_cache_mode', 'force_generic_plan', true); "
+    f"SELECT m.*, h.hit_score AS score, h.scope_size AS scope_n FROM hybrid_search(%(project)s, %(user)s,"
+    " %(tiers)s, %(query)s, %(qvec)s::halfvec, %(model)s, %(k)s, %(limit)s, %(vector_weight)s, %(beta)s,"
+    " %(large)s, %(n)s, %(k1)s, %(b)s) WITH ORDINALITY h"
+    f" CROSS JOIN LATERAL (SELECT {COLUMNS} FROM memories WHERE id = h.hit_id AND project_id = %(project)s"
+    "  AND user_id = %(user)s) m ORDER BY h.ordinality"
+)
+
+
+def _hybrid_function(
+    db: Database, params: dict[str, Any], embedding: list[float], *, k: int, limit: int, vector_weight: float,
+    neighbour_weight: float, embedding_model: str | None, sized: tuple[str, str, tuple[str, ...]],
+) -> list[ScoredMemory]:
+    settings, _ = _near("", params, embedding, k=k, embedding_model=embedding_model, as_of=None, counted=True)
+    args = {**params, "limit": limit, "vector_weight": float(vector_weight), "beta": float(neighbour_weight),
+            "n": params.get("n")}
+    with db.read(params["project"]) as cur:
+        cur.execute((settings or _VECTOR_SETTINGS) + _HYBRID_FUNCTION, args)
         rows = cur.fetchall()
     _keep_size(sized, params, rows[0]["scope_n"] if rows else None)
     return _scored(rows)
@@ -316,7 +353,7 @@ def _blended(where: str, params: dict[str, Any], vector_weight: float, *, limit:
         " candidate AS MATERIALIZED (SELECT id, sum(score) AS score, min(listed) AS listed FROM ("
         "  SELECT id, %(vector_weight)s::float8 * CASE WHEN high > low THEN (high - d) / (high - low) ELSE 1.0 END"
         "   AS score, listed FROM (SELECT id, d, min(d) OVER () AS low, max(d) OVER () AS high,"
-        "   row_number() OVER (ORDER BY d) AS listed FROM near) by_vector"
+        "   row_number() OVER (ORDER BY d, id) AS listed FROM near) by_vector"
         "  UNION ALL SELECT id, (1.0 - %(vector_weight)s::float8)"
         "   * CASE WHEN high > low THEN (bm25 - low) / (high - low) ELSE 1.0 END, 1000000 + listed"
         "   FROM (SELECT id, bm25, min(bm25) OVER () AS low, max(bm25) OVER () AS high,"
