@@ -97,10 +97,7 @@ def _near(
     """The settings to send first, and the CTEs that end in `near(id, recorded_at, d)`: `nearest`'s `k` hits.
     `counted`: a CTE `scope(n)` before these holds the number of memories in the same scope. The vector index's
     walk is bounded by the user's share of the table when it is known (a filter narrows it to a share unknown)."""
-    known = _known_size(_size_key(params))
-    params.update(qvec=vector_literal(embedding), k=k, model=embedding_model, large=LARGE_SCOPE,
-                  ef=str(HNSW_EF_SEARCH), margin=HNSW_SCAN_MARGIN, min_tuples=HNSW_MIN_SCAN_TUPLES,
-                  max_tuples=HNSW_MAX_SCAN_TUPLES, n_known=None if "filters" in params else known)
+    known = _vector_params(params, embedding, k=k, embedding_model=embedding_model)
     same_model = "" if embedding_model is None else " AND embedding_model = %(model)s"
     exact = (f"SELECT id, recorded_at, embedding_half <=> %(qvec)s::halfvec AS d FROM memories"
              f" WHERE {where}{same_model} AND embedding_half IS NOT NULL")
@@ -127,6 +124,16 @@ def _near(
         f" ({approximate} AND (SELECT n FROM mine) >= %(large)s"
         "   ORDER BY embedding_half <=> %(qvec)s::halfvec LIMIT %(k)s))"
     )
+
+
+def _vector_params(params: dict[str, Any], embedding: list[float], *, k: int, embedding_model: str | None
+                   ) -> float | None:
+    """Add what the vector half and _VECTOR_SETTINGS take to `params`; the scope's size if this process knows it."""
+    known = _known_size(_size_key(params))
+    params.update(qvec=vector_literal(embedding), k=k, model=embedding_model, large=LARGE_SCOPE,
+                  ef=str(HNSW_EF_SEARCH), margin=HNSW_SCAN_MARGIN, min_tuples=HNSW_MIN_SCAN_TUPLES,
+                  max_tuples=HNSW_MAX_SCAN_TUPLES, n_known=None if "filters" in params else known)
+    return known
 
 
 # Each scope's size as a search last counted it, kept by each process for SCOPE_SIZE_TTL_S. A large scope's
@@ -307,13 +314,16 @@ _HYBRID_FUNCTION = (
 
 def _hybrid_function(
     db: Database, params: dict[str, Any], embedding: list[float], *, k: int, limit: int, vector_weight: float,
-    neighbour_weight: float, embedding_model: str | None, sized: tuple[str, str, tuple[str, ...]],
+    neighbour_weight: float, embedding_model: str, sized: tuple[str, str, tuple[str, ...]],
 ) -> list[ScoredMemory]:
-    settings, _ = _near("", params, embedding, k=k, embedding_model=embedding_model, as_of=None, counted=True)
+    _vector_params(params, embedding, k=k, embedding_model=embedding_model)
+    # params holds "n" only for a scope known to be large (`_words`): the function counts any other.
     args = {**params, "limit": limit, "vector_weight": float(vector_weight), "beta": float(neighbour_weight),
             "n": params.get("n")}
     with db.read(params["project"]) as cur:
-        cur.execute((settings or _VECTOR_SETTINGS) + _HYBRID_FUNCTION, args)
+        # The vector index's settings always go with it: its one plan holds both branches, and the count it makes
+        # picks one (a scope counted small a minute ago may have grown since).
+        cur.execute(_VECTOR_SETTINGS + _HYBRID_FUNCTION, args)
         rows = cur.fetchall()
     _keep_size(sized, params, rows[0]["scope_n"] if rows else None)
     return _scored(rows)
