@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 DEV_ARGS ?=
 
-.PHONY: setup dev dev-reset test test-unit lint layer bench bench-report bench-scale bench-coldstart bench-chat bench-reflect bench-recall bench-check bench-vector bench-narrative bench-faults screenshots deploy clean
+.PHONY: setup dev dev-reset test test-unit lint layer bench bench-report bench-scale bench-coldstart bench-chat bench-reflect bench-recall bench-check bench-vector bench-plans bench-narrative bench-faults screenshots deploy clean
 
 setup: $(STAMP)
 
@@ -40,7 +40,7 @@ layer: setup
 	$(BIN)/python -m reverie_dev.layer
 
 # Every benchmark, then the table of their figures against the targets: bench/results/README.md. Each runs alone too.
-bench: bench-chat bench-reflect bench-recall bench-check bench-vector bench-narrative bench-faults bench-scale \
+bench: bench-chat bench-reflect bench-recall bench-check bench-vector bench-plans bench-narrative bench-faults bench-scale \
 		bench-coldstart layer
 	$(MAKE) bench-report
 
@@ -72,6 +72,10 @@ bench-check: setup
 
 bench-vector: setup
 	$(BIN)/python bench/vector_scan.py
+
+# The hybrid search's kept plan against the statement as text, and its halves apart: bench/results/search_plans.json
+bench-plans: setup
+	$(BIN)/python bench/search_plans.py
 
 # Narrative reads from the hot copy in Valkey against Postgres: bench/results/narrative.json
 bench-narrative: setup

@@ -42,6 +42,10 @@ def _largest(field: str, stat: str) -> Callable[[dict[str, Any]], Any]:
     return lambda d: d["sizes"][max(d["sizes"], key=int)][field][stat]
 
 
+def _ways(size: str, *ways: str) -> Callable[[dict[str, Any]], str]:
+    return lambda d: " vs ".join(f"{d['memories_a_user'][size][way]['p50']:.2f} ms" for way in ways)
+
+
 def _beats_both(data: dict[str, Any]) -> str:
     verdict = data["beats_both_baselines"]
     won = sum(v for per_k in verdict.values() for v in per_k.values())
@@ -96,6 +100,11 @@ FIGURES = (
     Figure("faults: memories lost / duplicated over every scenario", "faults.json",
            lambda d: f"{sum(s['lost'] for s in d['scenarios'])} / {sum(s['duplicated'] for s in d['scenarios'])}",
            "0 / 0", lambda v: v == "0 / 0"),
+    Figure("search plans, p50 at 1,000 memories a user: the function's kept plan / the statement as text",
+           "search_plans.json", _ways("1000", "function", "text")),
+    Figure("search plans, p50 at 5,000 / 12,500 memories a user: one function call against the halves apart",
+           "search_plans.json",
+           lambda d: " / ".join(_ways(size, "one_function", "apart")(d) for size in ("5000", "12500"))),
     Figure("layer: unzipped size", "layer.json", _get("unzipped_mb"), "<= 250 MB", lambda v: v <= 250, "MB"),
 )
 
@@ -110,6 +119,7 @@ COMMANDS = {
     "layer.json": "make layer",
     "check.json": "make bench-check",
     "vector_scan.json": "make bench-vector",
+    "search_plans.json": "make bench-plans",
 }
 
 
@@ -154,11 +164,16 @@ def render(results: Path = RESULTS) -> str:
         lines.append(f"| {figure.name} | {_shown(value, figure.unit)} | {figure.target} | {met} | {_date(data)} "
                      f"| `{COMMANDS[figure.file]}` |")
     here = machine()
+    # Files recorded on another machine (a platform of another kernel build) say so: their times are not this one's.
+    elsewhere = {name: data["machine"]["platform"] for name, data in loaded.items() if data and "machine" in data
+                 and data["machine"].get("platform") not in (None, here["platform"])}
+    other = (f"; {', '.join(sorted(elsewhere))} recorded on another ({', '.join(sorted(set(elsewhere.values())))})"
+             if elsewhere else "")
     lines += [
         "",
         f"Machine: {here['cpu']}, {here['cores']} cores, {here['memory_gb']} GB, Python {here['python']} "
-        f"({here['platform']}). Every benchmark runs on the embedded engines (PostgreSQL with pgvector, Valkey in "
-        "cluster mode, moto) and the offline model; each result file records its own machine and settings.",
+        f"({here['platform']}){other}. Every benchmark runs on the embedded engines (PostgreSQL with pgvector, "
+        "Valkey in cluster mode, moto) and the offline model; each result file records its own machine and settings.",
         "",
         "## Files",
         "",

@@ -148,6 +148,38 @@ def search_event(project: str, user: str, query: str) -> dict:
     return _event(project, "/v1/memories/search", {"user_id": user, "query": query, "limit": 10})
 
 
+def quiet_process() -> None:
+    """This process as a function's, with nothing external configured: no traces, metrics, logs or rate limits."""
+    os.environ.update(POWERTOOLS_TRACE_DISABLED="true", POWERTOOLS_METRICS_DISABLED="true",
+                      POWERTOOLS_METRICS_NAMESPACE="Reverie", RATE_LIMIT_PER_MINUTE="0",
+                      RATE_LIMIT_MODEL_PER_MINUTE="0")
+    for key in ("DATABASE_URL", "REDIS_URL", "AWS_ENDPOINT_URL", "LLM_BASE_URL"):
+        os.environ.pop(key, None)
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    from reverie.platform.observability import logger
+
+    logger.registered_handler.setStream(open(os.devnull, "w"))  # noqa: SIM115
+
+
+def start_engines(shared_buffers: str, stops: list) -> tuple[str, str]:
+    """Postgres with `shared_buffers`, moto in its own process and Valkey, set in this process's environment as the
+    functions see them (runtime.clients() reaches them); the superuser's and the owner's Postgres URLs."""
+    from chat import start_moto_process, start_postgres
+
+    from reverie.platform import clients as runtime
+    from reverie_dev.local import engines as local_engines
+
+    superuser_url = os.environ["DATABASE_URL"] = start_postgres(shared_buffers, stops)
+    os.environ["AWS_ENDPOINT_URL"] = start_moto_process(stops)
+    started = local_engines.start()
+    stops.append(started.stop)
+    os.environ.update(started.environment())
+    runtime.reset()
+    return superuser_url, started.database_url
+
+
 def time_searches(handler, project: str, queries: list[tuple[str, str]]) -> list[float]:
     from reverie_dev.local.context import LambdaContext
 
@@ -223,36 +255,20 @@ def main(argv: list[str] | None = None) -> int:
         print("bench-scale: --sizes must be ascending (each step loads the difference)", file=sys.stderr)
         return 2
 
-    os.environ.update(POWERTOOLS_TRACE_DISABLED="true", POWERTOOLS_METRICS_DISABLED="true",
-                      POWERTOOLS_METRICS_NAMESPACE="Reverie", RATE_LIMIT_PER_MINUTE="0",
-                      RATE_LIMIT_MODEL_PER_MINUTE="0")
-    for key in ("DATABASE_URL", "REDIS_URL", "AWS_ENDPOINT_URL", "LLM_BASE_URL"):
-        os.environ.pop(key, None)
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    from chat import TimedLLM, chat_messages, start_moto_process, start_postgres
+    quiet_process()
+    from chat import TimedLLM, chat_messages
 
     from reverie.platform import clients as runtime
-    from reverie.platform.observability import logger
     from reverie.store.projects import create_project
     from reverie_dev.backfill import Progress
-    from reverie_dev.local import engines as local_engines
     from reverie_dev.local.functions import load_handler
     from reverie_dev.local.template import Template
 
-    logger.registered_handler.setStream(open(os.devnull, "w"))  # noqa: SIM115
     stops: list = []
     results: dict[str, dict] = {}
     heavy: dict = {}
     try:
-        superuser_url = os.environ["DATABASE_URL"] = start_postgres(args.shared_buffers, stops)
-        os.environ["AWS_ENDPOINT_URL"] = start_moto_process(stops)
-        started = local_engines.start()
-        stops.append(started.stop)
-        os.environ.update(started.environment())
-        runtime.reset()
-        owner_url = started.database_url
+        superuser_url, owner_url = start_engines(args.shared_buffers, stops)
         clients = runtime.clients()
         timed = TimedLLM(clients.llm)
         clients.__dict__["llm"] = timed  # the handlers reach the same Clients through runtime.clients()

@@ -48,8 +48,9 @@ HNSW_MIN_SCAN_TUPLES = 2_000
 HNSW_MAX_SCAN_TUPLES = 20_000
 # A user with at least this many memories in scope, once counted, has the two halves of a hybrid search run at once
 # on two connections: each takes a while there, more than the function's kept plan (migration 0011) saves over two
-# statements planned afresh and a third to blend. On 2 cores, through the API's handler: with 5,000 memories the one
-# function searched in p50 22.1 ms against 25.8 apart; with 12,500, 37.9 against 33.2. Set between, not swept.
+# statements planned afresh and a third to blend. bench/search_plans.py (2 cores, through the API's handler): with
+# 5,000 memories one function call searched in p50 17.7 ms against 20.2 apart; with 12,500, 32.8 (p95 43.5) against
+# 31.3 (p95 36.9). Set between the two, not swept.
 HALVES_APART_SCOPE = 8_000
 
 # Settings local to the statement's implicit transaction (db.read). No parallel workers: starting them costs more
