@@ -113,10 +113,21 @@ def test_the_forget_mark_voids_only_work_begun_before_it(clients, project):
     after = time.time() + 0.001
     assert users.forgotten_since(clients.valkey, p, "ana", before)
     assert not users.forgotten_since(clients.valkey, p, "ana", after)
+    marker, index, outbox = keys.job_marker(p, "j1"), keys.outbox_index_of(p, "ana"), keys.outbox(p, "ana")
     voided = users.UserWrites(clients.valkey, p, "ana", before)
     voided.sadd(keys.sessions(p, "ana"), "s1")
+    voided.set(marker, "{}", ex=60)  # other slots: sent in the same round trip, undone when the mark voids the rest
+    voided.zadd(index, {outbox: 1.0}, nx=True)
     assert voided.execute() is None and not clients.valkey.exists(keys.sessions(p, "ana"))
+    assert not clients.valkey.exists(marker) and clients.valkey.zscore(index, outbox) is None
     kept = users.UserWrites(clients.valkey, p, "ana", after)
     kept.sadd(keys.sessions(p, "ana"), "s1")
+    kept.set(marker, "{}", ex=60)
+    kept.zadd(index, {outbox: 1.0}, nx=True)
     assert kept.execute() == [1] and clients.valkey.exists(keys.sessions(p, "ana"))
+    assert clients.valkey.exists(marker) and clients.valkey.zscore(index, outbox) == 1.0
+    with pytest.raises(ValueError, match="cannot be undone"):
+        kept.sadd(keys.job_marker(p, "j2"), "x")  # a write to another slot must have an undo
+    clients.valkey.delete(marker)
+    clients.valkey.zrem(index, outbox)
     users.delete_user(clients.valkey, p, "ana")

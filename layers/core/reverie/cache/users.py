@@ -78,8 +78,12 @@ def forgotten_since(valkey, project_id: str, user_id: str, began_at: float) -> b
 class UserWrites:
     """A pipeline of one user's writes that a forget made after `began_at` voids as a whole: the writes to the
     user's own keys run in one script that first looks for the forget's mark (they share its slot, so this is
-    atomic on a cluster); the writes to other slots (a job's marker, the outbox index) run after, and only if
-    those did. Offers the few pipeline commands the chat and the API use."""
+    atomic on a cluster). The writes to other slots (a job's marker, the outbox index) go in the same round trip, and
+    are undone when the script found the mark. Offers the few pipeline commands the chat and the API use."""
+
+    # The commands that may write a key of another slot, and how each is undone.
+    _UNDO = {"set": lambda pipe, key, *_: pipe.delete(key),
+             "zadd": lambda pipe, key, mapping, *_: pipe.zrem(key, *mapping)}
 
     def __init__(self, valkey, project_id: str, user_id: str, began_at: float):
         self.valkey = valkey
@@ -91,6 +95,8 @@ class UserWrites:
 
     def _command(self, name: str, key: str, *args, **options) -> None:
         if self._tag not in key:
+            if name.lower() not in self._UNDO:
+                raise ValueError(f"{name} of a key outside the user's slot cannot be undone")
             self._others.append((name.lower(), (key, *args), options))
             return
         if key not in self._keys:
@@ -126,14 +132,24 @@ class UserWrites:
         self._command("ZADD", key, mapping, nx=nx)
 
     def execute(self) -> list | None:
-        """The results of the user's own writes, in order; None when a forget voided them (nothing written)."""
-        results = self.valkey.eval(_WRITE_UNLESS_FORGOTTEN, len(self._keys), *self._keys, repr(self.began_at),
-                                   json.dumps(self._own))
-        if results is None:
-            return None
-        if self._others:
-            pipe = self.valkey.pipeline(transaction=False)
-            for name, args, options in self._others:
-                getattr(pipe, name)(*args, **options)
-            pipe.execute()
-        return list(results)
+        """The results of the user's own writes, in order; None when a forget voided them (nothing written, the
+        other slots' writes undone)."""
+        script = (_WRITE_UNLESS_FORGOTTEN, len(self._keys), *self._keys, repr(self.began_at), json.dumps(self._own))
+        if not self._others:
+            results = self.valkey.eval(*script)
+            return None if results is None else list(results)
+        # One round trip, not two: a chat answers only once this is written. A forget that races the turn may leave
+        # the other slots' writes behind for a moment, until they are undone; when they were sent after the script,
+        # it could leave them behind for good.
+        pipe = self.valkey.pipeline(transaction=False)
+        pipe.execute_command("EVAL", *script)  # (the cluster pipeline has no eval method; the command routes)
+        for name, args, options in self._others:
+            getattr(pipe, name)(*args, **options)
+        results = pipe.execute()[0]
+        if results is not None:
+            return list(results)
+        undo = self.valkey.pipeline(transaction=False)
+        for name, args, _ in self._others:
+            self._UNDO[name](undo, *args)
+        undo.execute()
+        return None
