@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+from tests.support.bench import run_bench
 
-ROOT = Path(__file__).resolve().parents[2]
-ENGINE_VARIABLES = ("DATABASE_URL", "REDIS_URL", "AWS_ENDPOINT_URL")
+pytestmark = pytest.mark.integration
 
 
 def test_the_quick_benchmark_writes_well_formed_results(tmp_path):
     out = tmp_path / "chat.json"
-    # Its own engines: the benchmark rebuilds indexes and empties queues, which the tests' engines must not see.
-    env = {k: v for k, v in os.environ.items() if k not in ENGINE_VARIABLES}
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "chat.py"), "--quick", "--reply-ms", "5", "--embed-ms", "1",
-         "--extract-ms", "5", "--out", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )
+    done = run_bench("chat.py", "--quick", "--reply-ms", "5", "--embed-ms", "1", "--extract-ms", "5",
+                     "--out", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["memories"] == 2000 and result["turns"] == 40 and result["users"] == 20

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.bench import ROOT, run_bench
+
 SCRIPT = ROOT / "bench" / "locomo.py"
 pytestmark = pytest.mark.integration
 
@@ -67,10 +65,7 @@ def sample(sample_id: str, name: str) -> dict:
 def test_the_benchmark_counts_reverie_and_both_baselines_over_the_same_turns(tmp_path):
     data, out = tmp_path / "tiny-locomo.json", tmp_path / "recall.json"
     data.write_text(json.dumps([sample("conv-a", "Ana"), sample("conv-b", "Bea")]))
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"DATABASE_URL", "REDIS_URL", "AWS_ENDPOINT_URL", "LLM_BASE_URL"}}
-    done = subprocess.run([sys.executable, str(SCRIPT), str(data), "--tune", "conv-a", "--out", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    done = run_bench("locomo.py", str(data), "--tune", "conv-a", "--out", str(out), timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
 
     result = json.loads(out.read_text())
@@ -97,14 +92,12 @@ def test_the_benchmark_counts_reverie_and_both_baselines_over_the_same_turns(tmp
 
 
 def test_a_missing_or_malformed_file_is_one_line_with_what_to_do(tmp_path):
-    missing = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "nope.json")],
-                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+    missing = run_bench("locomo.py", str(tmp_path / "nope.json"), timeout=60)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert missing.stderr.strip().count("\n") == 0 and "make bench-recall LOCOMO=" in missing.stderr
     wrong = tmp_path / "wrong.json"
     wrong.write_text(json.dumps({"not": "locomo"}))
-    malformed = subprocess.run([sys.executable, str(SCRIPT), str(wrong)],
-                               cwd=ROOT, capture_output=True, text=True, timeout=60)
+    malformed = run_bench("locomo.py", str(wrong), timeout=60)
     assert malformed.returncode == 2 and "not a LoCoMo file" in malformed.stderr and "Traceback" not in malformed.stderr
 
 

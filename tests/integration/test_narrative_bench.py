@@ -5,23 +5,19 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+from tests.support.bench import run_bench
 
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.integration
 
 
 def test_the_benchmark_reads_the_hot_copy_without_postgres_and_writes_its_results(engines, tmp_path):
     out = tmp_path / "narrative.json"
     # On the tests' engines (it only adds a project of its own): their URLs are in the environment.
-    env = {**os.environ, **engines.environment()}
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "narrative.py"), "--users", "10", "--reads", "200",
-                           "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    done = run_bench("narrative.py", "--users", "10", "--reads", "200", "--out", str(out), timeout=300,
+                     env={**os.environ, **engines.environment()})
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["users"] == 10 and result["reads"] == 200 and result["hot_copy_bytes"] > 1500

@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.bench import run_bench
+
 pytestmark = pytest.mark.integration
 
 
 def test_the_quick_benchmark_writes_well_formed_results_for_both_mixes(tmp_path):
     out = tmp_path / "reflect.json"
-    # Its own engines and local stack: none of this session's engine URLs leak into it.
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"DATABASE_URL", "REDIS_URL", "AWS_ENDPOINT_URL", "LLM_BASE_URL"}}
-    done = subprocess.run(
-        # A few users, short windows and a fast sweep; the realistic mix on a clock compressed 300 times.
-        [sys.executable, str(ROOT / "bench" / "reflect.py"), "--quick", "--users", "3", "--turns", "30",
-         "--window-s", "2", "--quiet-s", "1", "--sweep-s", "1", "--compression", "300", "--extract-ms", "0",
-         "--embed-ms", "0", "--out", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
-    )
+    # A few users, short windows and a fast sweep; the realistic mix on a clock compressed 300 times.
+    done = run_bench("reflect.py", "--quick", "--users", "3", "--turns", "30", "--window-s", "2", "--quiet-s", "1",
+                     "--sweep-s", "1", "--compression", "300", "--extract-ms", "0", "--embed-ms", "0",
+                     "--out", str(out), timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
 
     result = json.loads(out.read_text())

@@ -6,23 +6,18 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.bench import ROOT, run_bench
+
 pytestmark = pytest.mark.integration
 
 
 def test_the_quick_scale_run_records_every_size_and_the_heavy_user(tmp_path):
     out = tmp_path / "scale.json"
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"DATABASE_URL", "DATABASE_OWNER_URL", "REDIS_URL", "AWS_ENDPOINT_URL", "LLM_BASE_URL"}}
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "scale.py"), "--sizes", "1000", "3000", "--users", "50", "--heavy",
-         "1500", "--samples", "30", "--shared-buffers", "128MB", "--out", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )
+    done = run_bench("scale.py", "--sizes", "1000", "3000", "--users", "50", "--heavy", "1500", "--samples", "30",
+                     "--shared-buffers", "128MB", "--out", str(out))
     assert done.returncode == 0, done.stderr[-2000:]
 
     result = json.loads(out.read_text())

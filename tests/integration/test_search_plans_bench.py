@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.bench import run_bench
+
 pytestmark = pytest.mark.integration
 
 
 def test_the_quick_run_times_both_ways_for_every_group(tmp_path):
     out = tmp_path / "search_plans.json"
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"DATABASE_URL", "DATABASE_OWNER_URL", "REDIS_URL", "AWS_ENDPOINT_URL", "LLM_BASE_URL"}}
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "search_plans.py"), "--quick", "--rounds", "2", "--samples", "12",
-         "--shared-buffers", "128MB", "--out", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )
+    done = run_bench("search_plans.py", "--quick", "--rounds", "2", "--samples", "12", "--shared-buffers", "128MB",
+                     "--out", str(out))
     assert done.returncode == 0, done.stderr[-2000:]
 
     result = json.loads(out.read_text())
