@@ -5,13 +5,13 @@ cannot be saved says so (answer, error log, metric) instead of hiding it."""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from reverie.cache import keys
 from reverie.chat import recall
 from reverie.chat import turn as chat
+from reverie.domain.tiers import Tier
 from reverie.jobs import delivery
 from reverie.llm import LLMTimeout, LLMUnavailable
 from reverie.platform import after_response
@@ -215,16 +215,28 @@ def test_when_the_query_cannot_be_embedded_full_text_search_still_recalls(client
     published(clients, project.project_id)
 
 
-def test_a_recall_lookup_slower_than_the_deadline_is_left_out(clients, project, monkeypatch):
+def test_a_recall_lookup_slower_than_the_deadline_is_left_out_and_keeps_what_it_found_before(
+        clients, project, monkeypatch):
     write_narrative(clients, project.project_id, "ana", "Ana is a teacher in Porto.")
-    real = recall.fresh_narrative
+    rule = remember(clients, project.project_id, "ana", "Answer Ana in Portuguese", Tier.PROCEDURAL)
+    turn(project.project_id, "I teach maths")
+    real, released = recall.fresh_narrative, threading.Event()
 
     def hung(*args, **kwargs):
-        time.sleep(1.5)
+        released.wait(5)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(recall, "fresh_narrative", hung)
     monkeypatch.setattr(chat, "RECALL_DEADLINE_S", 0.2)
+    context = recall.build_context(clients, project.project_id, "ana", query="hello", session_id="s1",
+                                   max_tokens=500, deadline_s=0.2)
+    # The narrative is read after the session's turns and the rules, on the same lookup: those stay (what the user
+    # said is checked after it, and is left out with it).
+    assert context.narrative is None and context.pending == [] and context.degraded == ["postgres", "valkey"]
+    assert [m.id for m in context.rules] == [rule]
+    assert [t.content for t in context.recent_turns][:1] == ["I teach maths"]
     status, answer = turn(project.project_id, "hello")
     assert status == 200 and answer["context"]["narrative"] is False
+    assert [r["id"] for r in answer["context"]["rules"]] == [rule]
+    released.set()
     published(clients, project.project_id)
