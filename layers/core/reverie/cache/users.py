@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from reverie.cache import keys
+from reverie.cache import keys, one_node
 
 
 def user_keys(valkey, project_id: str, user_id: str) -> list[str]:
@@ -141,14 +141,14 @@ class UserWrites:
         # One round trip, not two: a chat answers only once this is written. A forget that races the turn may leave
         # the other slots' writes behind for a moment, until they are undone; when they were sent after the script,
         # it could leave them behind for good.
-        pipe = self.valkey.pipeline(transaction=False)
+        pipe = one_node.pipeline(self.valkey, [*self._keys, *[args[0] for _, args, _ in self._others]])
         pipe.execute_command("EVAL", *script)  # (the cluster pipeline has no eval method; the command routes)
         for name, args, options in self._others:
             getattr(pipe, name)(*args, **options)
         results = pipe.execute()[0]
         if results is not None:
             return list(results)
-        undo = self.valkey.pipeline(transaction=False)
+        undo = one_node.pipeline(self.valkey, [args[0] for _, args, _ in self._others])
         for name, args, _ in self._others:
             self._UNDO[name](undo, *args)
         undo.execute()
