@@ -96,8 +96,10 @@ def _turn(clients, project_id: str, request: ChatRequest, *, turn_id: str, job_i
     job = make_job(project_id=project_id, user_id=request.user_id, session_id=request.session_id, turns=turns,
                    metadata=request.metadata, job_id=job_id, created_at=began_at)
     delivery = _save(clients, job, no_narrative=context.narrative_absent)
-    logger.info("chat turn", extra={"job_id": job.job_id, "route": delivery.route, "memories": len(context.memories),
-                                    "rules": len(context.rules), "degraded": context.degraded})
+    # Written after the response: the line costs the answer nothing.
+    after_response.defer(_log_turn, {"job_id": job.job_id, "route": delivery.route,
+                                     "memories": len(context.memories), "rules": len(context.rules),
+                                     "degraded": context.degraded})
     return ChatResponse(
         reply=reply, session_id=request.session_id, turn_id=turn_id, job_id=job.job_id,
         memory_saved=delivery.saved,
@@ -189,6 +191,10 @@ def publish_parked(clients, job: ReflectionJob) -> None:
     logger.warning("job parked in the outbox", extra={"job_id": job.job_id, "behind_another_drainer": result.busy})
     if not result.busy:  # it (or an earlier job of the user) could not go for now
         metrics.add_metric(name=Metric.JOB_PARKED, unit=MetricUnit.Count, value=1)
+
+
+def _log_turn(fields: dict) -> None:
+    logger.info("chat turn", extra=fields)
 
 
 def _used(memory: ScoredMemory) -> ContextMemory:
