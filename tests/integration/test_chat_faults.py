@@ -230,9 +230,9 @@ def test_a_recall_lookup_slower_than_the_deadline_is_left_out_and_keeps_what_it_
     monkeypatch.setattr(chat, "RECALL_DEADLINE_S", 0.2)
     context = recall.build_context(clients, project.project_id, "ana", query="hello", session_id="s1",
                                    max_tokens=500, deadline_s=0.2)
-    # The narrative is read after the session's turns and the rules, on the same lookup: those stay (what the user
-    # said is checked after it, and is left out with it).
-    assert context.narrative is None and context.pending == [] and context.degraded == ["postgres", "valkey"]
+    # The narrative is read last on its lookup: the session's turns, the rules and what the user said stay (the turn
+    # said is in the session's turns, so it is not shown twice).
+    assert context.narrative is None and context.pending == [] and context.degraded == ["postgres"]
     assert [m.id for m in context.rules] == [rule]
     assert [t.content for t in context.recent_turns][:1] == ["I teach maths"]
     status, answer = turn(project.project_id, "hello")

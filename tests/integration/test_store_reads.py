@@ -8,8 +8,8 @@ import math
 import pytest
 from psycopg2.extensions import TRANSACTION_STATUS_IDLE
 
-from reverie.domain.tiers import Tier
-from reverie.store import NO_PROJECT, Database, memory_search
+from reverie.domain.tiers import TIERS, Tier
+from reverie.store import NO_PROJECT, Database, memory_search, processed_jobs, recall_reads
 from reverie.store import memories as store
 from reverie.store.db import vector_literal
 
@@ -167,3 +167,35 @@ def test_rows_come_as_plain_dicts_by_every_way_of_fetching(clients, project):
         assert next(iter(cur)) == {"n": 4, "twice": 8}
         assert cur.fetchall() == [{"n": 5, "twice": 10}, {"n": 6, "twice": 12}]
         assert cur.fetchone() is None
+
+
+def test_the_rules_and_the_learned_jobs_come_in_one_statement_as_each_read_alone_gives_them(clients, project,
+                                                                                           monkeypatch):
+    p = project.project_id
+    rules = [insert(clients, p, "ana", f"Answer Ana in Portuguese, rule {i}", None, Tier.PROCEDURAL) for i in range(4)]
+    insert(clients, p, "ana", "Ana lives in Porto", None)
+    insert(clients, p, "rui", "Answer Rui in French", None, Tier.PROCEDURAL)
+    with clients.db.transaction(p) as conn, conn.cursor() as cur:
+        for job, tiers in (("all-three", TIERS), ("two-of-three", TIERS[:2])):
+            for tier in tiers:
+                cur.execute("INSERT INTO processed_jobs (job_id, tier, project_id, user_id, status)"
+                            " VALUES (%s, %s, %s, 'ana', 'done')", (job, tier.value, p))
+    jobs = ["all-three", "two-of-three", "unknown"]
+
+    statements = []
+    real = Database.read
+
+    def counted(self, *args, **kwargs):
+        statements.append(args)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Database, "read", counted)
+    found, learned = recall_reads.rules_and_learned(clients.db, p, "ana", limit=3, job_ids=jobs)
+    monkeypatch.undo()
+    assert len(statements) == 1
+    assert [m.id for m in found] == [m.id for m in store.current_by_tier(clients.db, p, "ana", Tier.PROCEDURAL, 3)]
+    assert [m.id for m in found] == rules[::-1][:3] and all(m.tier is Tier.PROCEDURAL for m in found)
+    assert learned == processed_jobs.learned(clients.db, p, "ana", jobs) == {"all-three"}
+    # A user with no rule still learns which jobs are learned; no job asked, none learned.
+    assert recall_reads.rules_and_learned(clients.db, p, "eva", limit=3, job_ids=jobs) == ([], set())
+    assert recall_reads.rules_and_learned(clients.db, p, "ana", limit=3, job_ids=[])[1] == set()

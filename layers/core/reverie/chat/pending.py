@@ -28,25 +28,33 @@ _STOP = frozenset(str.split(
 
 
 def unlearned(clients, project_id: str, user_id: str,
-              entries: list[tuple[bytes | str, PendingTurn]] | None = None) -> list[PendingTurn]:
+              entries: list[tuple[bytes | str, PendingTurn]] | None = None,
+              learned: set[str] | None = None) -> list[PendingTurn]:
     """The user's turns whose jobs some tier has not learned yet, oldest first (of `entries`, the list as the caller
-    read it, if given). Entries of learned jobs are removed from the list. Raises what Valkey raises; without
-    Postgres nothing is known to be learned, so all are kept."""
+    read it, if given; of the jobs `learned`, if the caller asked Postgres already: `job_ids`). Entries of learned
+    jobs are removed from the list. Raises what Valkey raises; without Postgres nothing is known to be learned, so
+    all are kept."""
     if entries is None:
         entries = pending_list.read(clients.valkey, project_id, user_id)
     if not entries:
         return []
-    try:
-        learned = processed_jobs.learned(clients.db, project_id, user_id, sorted({t.job_id for _, t in entries}))
-    except Exception as exc:
-        logger.warning("pending turns not checked against what is learned", extra={"error": type(exc).__name__})
-        learned = set()
+    if learned is None:
+        try:
+            learned = processed_jobs.learned(clients.db, project_id, user_id, job_ids(entries))
+        except Exception as exc:
+            logger.warning("pending turns not checked against what is learned", extra={"error": type(exc).__name__})
+            learned = set()
     if learned:
         try:
             pending_list.drop(clients.valkey, project_id, user_id, [raw for raw, t in entries if t.job_id in learned])
         except Exception as exc:  # they are left out anyway, and removed by the next read
             logger.warning("learned turns not removed from the pending list", extra={"error": type(exc).__name__})
     return [turn for _, turn in entries if turn.job_id not in learned]
+
+
+def job_ids(entries: list[tuple[bytes | str, PendingTurn]]) -> list[str]:
+    """The jobs of the entries of a pending list, whose learning `unlearned` checks."""
+    return sorted({turn.job_id for _, turn in entries})
 
 
 def terms(text: str) -> set[str]:

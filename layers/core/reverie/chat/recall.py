@@ -24,6 +24,7 @@ from reverie.platform import after_response
 from reverie.platform.metric_names import Metric
 from reverie.platform.observability import logger, metrics
 from reverie.store import memories, memory_search
+from reverie.store import recall_reads as pg_reads
 
 RULES_LIMIT = 20
 SEARCH_TIERS: tuple[Tier, ...] = (Tier.EPISODIC, Tier.SEMANTIC)
@@ -216,10 +217,11 @@ def _user_parts(clients, session_id: str | None) -> list[str]:
 
 def _of_user(clients, project_id: str, user_id: str, session_id: str | None, *, into: dict[str, Any]) -> None:
     """Every part of the context but the memories, one after the other, each put `into` as soon as it is known: the
-    user's keys in Valkey in one round trip (reverie.cache.recall_reads), which hold the session's recent turns; the
-    rules; the narrative (its hot copy, as read; Postgres on a miss); which of the turns said are learned (Postgres).
-    A part that cannot be read is left out, logged. Without Valkey the narrative comes from Postgres, and the recent
-    and said turns are missing.
+    user's keys in Valkey in one round trip (reverie.cache.recall_reads), which hold the session's recent turns and
+    what the user said; the rules, and which of the said turns are learned, in one Postgres read
+    (reverie.store.recall_reads); the narrative (its hot copy, as read; Postgres on a miss). A part that cannot be
+    read is left out, logged. Without Valkey the narrative comes from Postgres, and the recent and said turns are
+    missing; without Postgres the said turns are all kept.
 
     One lookup, not one for each engine: beside the search, which takes longer, each lookup more is a thread's
     wakeup and a Postgres connection more for every turn (bench/scale.py's chat at 1M memories: p50 12.3 -> 10.2 ms,
@@ -233,11 +235,18 @@ def _of_user(clients, project_id: str, user_id: str, session_id: str | None, *, 
         read = None
     if read is not None and read.recent_turns is not None:
         into["recent_turns"] = read.recent_turns
-    _look_up(into, "rules", lambda: _rules(clients, project_id, user_id))
+    entries = None if read is None else read.pending
+    learned: set[str] = set()  # without Postgres nothing is known to be learned: every said turn is kept
+    try:
+        into["rules"], learned = pg_reads.rules_and_learned(clients.db, project_id, user_id, limit=RULES_LIMIT,
+                                                            job_ids=said.job_ids(entries or []))
+    except Exception as exc:  # the other parts stand
+        logger.warning("recall lookup failed", extra={"part": "rules", "error": type(exc).__name__})
+    if entries is not None:
+        _look_up(into, "pending", lambda: said.unlearned(clients, project_id, user_id, entries=entries,
+                                                         learned=learned))
     _look_up(into, "narrative", lambda: fresh_narrative(
         clients, project_id, user_id, copy=hot_copy.UNREADABLE if read is None else read.narrative))
-    if read is not None and read.pending is not None:
-        _look_up(into, "pending", lambda: said.unlearned(clients, project_id, user_id, entries=read.pending))
 
 
 def _look_up(into: dict[str, Any], part: str, fn) -> None:
@@ -253,10 +262,6 @@ def fresh_narrative(clients, project_id: str, user_id: str, *, copy: hot_copy.Ho
     stale one is used too, and its regeneration queued after the response (one pending job per user at most); it is
     never written here."""
     return narrative_jobs.for_recall(clients, project_id, user_id, later=after_response.defer, copy=copy)
-
-
-def _rules(clients, project_id: str, user_id: str) -> list[ScoredMemory]:
-    return memories.current_by_tier(clients.db, project_id, user_id, Tier.PROCEDURAL, RULES_LIMIT, ScoredMemory)
 
 
 def newest(clients, project_id: str, user_id: str, limit: int) -> list[ScoredMemory]:

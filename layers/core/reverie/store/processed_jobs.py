@@ -241,15 +241,22 @@ def recorded(db: Database, project_id: str, job_ids: Sequence[str]) -> set[str]:
         return {row["job_id"] for row in cur.fetchall()}
 
 
+# The jobs of %(jobs)s that every tier of the user %(user)s has learned (done or empty).
+LEARNED = (
+    "SELECT job_id FROM processed_jobs WHERE project_id = %(project)s AND user_id = %(user)s AND job_id = ANY(%(jobs)s)"
+    " AND status IN ('done', 'empty') GROUP BY job_id HAVING count(*) = %(tiers)s"
+)
+
+
+def learned_params(project_id: str, user_id: str, job_ids: Sequence[str]) -> dict[str, Any]:
+    return {"project": project_id, "user": user_id, "jobs": list(job_ids), "tiers": len(TIERS)}
+
+
 def learned(db: Database, project_id: str, user_id: str, job_ids: Sequence[str]) -> set[str]:
     """Which of these jobs of the user every tier has learned (done or empty): what recall no longer shows as said
     but not yet learned. One read."""
     if not job_ids:
         return set()
     with db.read(project_id) as cur:
-        cur.execute(
-            "SELECT job_id FROM processed_jobs WHERE project_id = %s AND user_id = %s AND job_id = ANY(%s)"
-            " AND status IN ('done', 'empty') GROUP BY job_id HAVING count(*) = %s",
-            (project_id, user_id, list(job_ids), len(TIERS)),
-        )
+        cur.execute(LEARNED, learned_params(project_id, user_id, job_ids))
         return {row["job_id"] for row in cur.fetchall()}
