@@ -183,13 +183,13 @@ def test_the_rules_and_the_learned_jobs_come_in_one_statement_as_each_read_alone
     jobs = ["all-three", "two-of-three", "unknown"]
 
     statements = []
-    real = Database.read
+    real = clients.db.read
 
-    def counted(self, *args, **kwargs):
+    def counted(*args, **kwargs):
         statements.append(args)
-        return real(self, *args, **kwargs)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(Database, "read", counted)
+    monkeypatch.setattr(clients.db, "read", counted)
     found, learned = recall_reads.rules_and_learned(clients.db, p, "ana", limit=3, job_ids=jobs)
     monkeypatch.undo()
     assert len(statements) == 1
