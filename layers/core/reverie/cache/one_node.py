@@ -1,9 +1,8 @@
 """A pipeline whose keys one node serves, sent over that node's own connection as a plain pipeline.
 
-The cluster client's pipeline finds a slot and a node for each command, then groups, sends and reads them back: about
-0.2 ms of CPU a round trip more than a plain pipeline, and a chat turn makes two before it answers (its reads, and its
-writes). One user's keys share a slot, and ElastiCache Serverless serves every slot at one endpoint, so those
-pipelines go to one node (bench/scale.py's chat at 1M memories, 6 alternating rounds: p50 9.9 -> 9.0 ms).
+The cluster client's pipeline finds a slot and a node for each command, then groups, sends and reads them back: CPU
+a plain pipeline does not spend, and a chat turn makes two before it answers (its reads, and its writes). One user's
+keys share a slot, and ElastiCache Serverless serves every slot at one endpoint, so those pipelines go to one node.
 
 A command the node turns away because its slot is elsewhere now or for a moment (MOVED, ASK, TRYAGAIN, CLUSTERDOWN: a
 resharding, a failover) did not run: it alone is sent again through the cluster client, which follows the redirect and

@@ -224,8 +224,7 @@ def _of_user(clients, project_id: str, user_id: str, session_id: str | None, *, 
     missing; without Postgres the said turns are all kept.
 
     One lookup, not one for each engine: beside the search, which takes longer, each lookup more is a thread's
-    wakeup and a Postgres connection more for every turn (bench/scale.py's chat at 1M memories: p50 12.3 -> 10.2 ms,
-    p95 16.4 -> 13.8 ms, when the rules joined the reads here)."""
+    wakeup and a Postgres connection more for every turn, competing with the search for the same cores."""
     with_pending = "pending" in _user_parts(clients, session_id)
     try:
         read = recall_reads.read(clients.valkey, project_id, user_id, session_id=session_id,

@@ -277,8 +277,8 @@ def _close_idle(pool: psycopg2.pool.ThreadedConnectionPool) -> None:
 
 
 def vector_literal(vector: list[float]) -> str:
-    """pgvector's text form; cast with ::vector in SQL (no numpy needed). One format of the whole vector: half the
-    time of formatting each number apart (a search formats its query's on the way to its answer)."""
+    """pgvector's text form; cast with ::vector in SQL (no numpy needed). One format of the whole vector, not one
+    for each number: a search formats its query's on the way to its answer."""
     return _vector_format(len(vector)) % tuple(vector)
 
 

@@ -279,10 +279,19 @@ def list_page(
     return page, next_cursor
 
 
+# The user's `limit` newest current memories of one tier, as list_page orders them.
+CURRENT_OF_TIER = (
+    f"SELECT {COLUMNS} FROM memories WHERE project_id = %(project)s AND user_id = %(user)s"
+    " AND superseded_at IS NULL AND tier = %(tier)s ORDER BY recorded_at DESC, id DESC LIMIT %(limit)s"
+)
+
+
 def current_by_tier(db: Database, project_id: str, user_id: str, tier: Tier, limit: int,
                     model: type[M] = Memory) -> list[M]:
-    page, _ = list_page(db, project_id, user_id, tier=tier, limit=limit, model=model)
-    return page
+    with db.read(project_id) as cur:
+        cur.execute(CURRENT_OF_TIER, {"project": project_id, "user": user_id, "tier": Tier(tier).value,
+                                      "limit": limit})
+        return [as_memory(r, model) for r in cur.fetchall()]
 
 
 def has_current(db: Database, project_id: str, user_id: str) -> bool:

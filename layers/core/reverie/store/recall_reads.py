@@ -10,14 +10,13 @@ from reverie.domain.memory import ScoredMemory
 from reverie.domain.tiers import Tier
 from reverie.store import processed_jobs
 from reverie.store.db import Database
-from reverie.store.memories import COLUMNS, as_memory
+from reverie.store.memories import CURRENT_OF_TIER, as_memory
 
 # One row at least (the learned jobs, with no rule), one for each rule otherwise; newest first, as
 # memories.current_by_tier lists them.
 _READ = (
     f"SELECT l.learned, r.* FROM (SELECT ARRAY({processed_jobs.LEARNED}) AS learned) l"
-    f" LEFT JOIN LATERAL (SELECT {COLUMNS} FROM memories WHERE project_id = %(project)s AND user_id = %(user)s"
-    "  AND superseded_at IS NULL AND tier = %(tier)s ORDER BY recorded_at DESC, id DESC LIMIT %(limit)s) r ON true"
+    f" LEFT JOIN LATERAL ({CURRENT_OF_TIER}) r ON true"
 )
 
 
@@ -31,6 +30,5 @@ def rules_and_learned(db: Database, project_id: str, user_id: str, *, limit: int
         cur.execute(_READ, params)
         rows = cur.fetchall()
     learned = set(rows[0]["learned"]) if rows else set()
-    rules = [as_memory({k: v for k, v in row.items() if k != "learned"}, ScoredMemory)
-             for row in rows if row["id"] is not None]
+    rules = [as_memory(row, ScoredMemory) for row in rows if row["id"] is not None]  # (`learned` is not a field)
     return rules, learned
