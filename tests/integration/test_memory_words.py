@@ -95,3 +95,93 @@ def test_a_large_scopes_size_is_counted_once_a_minute_and_a_small_ones_each_time
     assert top_score() == counted  # the size kept from the last count
     monkeypatch.setattr(memory_search, "SCOPE_SIZE_TTL_S", 0.0)
     assert top_score() > counted  # and counted again once it is old
+
+
+# Words by the share of memories that hold them: a few common ones, the rest rarer.
+COMMONNESS = [("plan", 0.7), ("help", 0.5), ("trip", 0.3), ("Lisbon", 0.12), ("cello", 0.06), ("Miso", 0.03),
+              ("garden", 0.2)]
+QUERIES = ["help me plan the trip to Lisbon", "plan cello lessons", "Miso", "help plan garden trip",
+           "plan help trip", "a cello for Miso in Lisbon"]
+
+
+@pytest.fixture
+def wordy(clients, project, monkeypatch):
+    rng = random.Random(11)
+    for n in range(160):
+        words = [word for word, share in COMMONNESS if rng.random() < share] or ["tea"]
+        rng.shuffle(words)
+        remember(clients, project.project_id, "ana", " ".join([*words, f"n{n}", *["again"] * (n % 4)]), embed=False)
+    monkeypatch.setattr(memory_search, "LARGE_SCOPE", 20)  # ana's 160 memories are a large scope
+    monkeypatch.setattr(memory_search, "_scope_sizes", {})
+    monkeypatch.setattr(memory_search, "_word_counts", {})
+    return project.project_id
+
+
+def how_words_were_read(clients, project_id: str, query: str, k: int) -> tuple[bool, int, int]:
+    """For a scope known to be large: whether the memories of the query's rarer words were enough, how many common
+    words the query has, and how many memories were read through the rarer ones."""
+    where, params = memory_search._scope(project_id, "ana", None, None, None)
+    words, _ = memory_search._words(where, params, query, k=k, filters=None, as_of=None)
+    assert "sure AS" in words  # the large scope's statement
+    with clients.db.read(project_id, cursor_factory=None) as cur:
+        cur.execute(f"WITH {words} SELECT (SELECT yes FROM sure), (SELECT count(*) FROM idf WHERE common),"
+                    " (SELECT count(*) FROM post)", params)
+        return cur.fetchone()
+
+
+def test_a_large_scope_looks_common_words_up_by_memory_and_ranks_as_reading_all_of_them(clients, wordy, monkeypatch):
+    ways, share = set(), memory_search.COMMON_SHARE
+    for query in QUERIES:
+        for k in (3, 10, 40):
+            monkeypatch.setattr(memory_search, "_scope_sizes", {})
+            counted = memory_search.matching(clients.db, wordy, "ana", query, k=k)  # counts, reads every posting
+            pruned = memory_search.matching(clients.db, wordy, "ana", query, k=k)  # the size and length kept
+            monkeypatch.setattr(memory_search, "COMMON_SHARE", 1.0)  # no word is common: every posting is read
+            read_all = memory_search.matching(clients.db, wordy, "ana", query, k=k)
+            monkeypatch.setattr(memory_search, "COMMON_SHARE", share)
+            assert counted
+            assert [(h.id, h.score) for h in pruned] == [(h.id, h.score) for h in counted] == \
+                [(h.id, h.score) for h in read_all], (query, k)
+            sure, common, read = how_words_were_read(clients, wordy, query, k)
+            ways.add((sure, common > 0))
+            if common:
+                assert read < 160
+    # Some queries were answered from the rarer words' memories alone, some had to read the common words' too.
+    assert {(True, True), (False, True), (True, False)} <= ways
+
+
+def test_a_large_scopes_average_length_is_its_newest_memories_and_kept_with_its_size(clients, wordy, monkeypatch):
+    monkeypatch.setattr(memory_search, "LENGTH_SAMPLE", 7)
+    with clients.db.read(wordy) as cur:
+        cur.execute("SELECT avg(length(tsv))::float8 AS dl FROM (SELECT tsv FROM memories WHERE project_id = %s"
+                    " AND user_id = 'ana' ORDER BY recorded_at DESC, id LIMIT 7) newest", (wordy,))
+        newest = cur.fetchone()["dl"]
+        cur.execute("SELECT avg(length(tsv))::float8 AS dl FROM memories WHERE project_id = %s AND user_id = 'ana'",
+                    (wordy,))
+        assert abs(cur.fetchone()["dl"] - newest) > 0.1  # the sample is not the whole: the test can tell them apart
+    embedding = [1.0] + [0.0] * (clients.llm.dimensions - 1)
+    for search in (lambda: memory_search.matching(clients.db, wordy, "ana", "plan", k=5),
+                   lambda: memory_search.hybrid(clients.db, wordy, "ana", "plan", embedding, k=5, limit=5,
+                                                vector_weight=0.2, neighbour_weight=0.5,
+                                                embedding_model=clients.llm.embedding_model)):
+        monkeypatch.setattr(memory_search, "_scope_sizes", {})
+        search()
+        ((_, n, dl),) = memory_search._scope_sizes.values()
+        assert (n, dl) == (160, pytest.approx(newest))
+
+
+def test_a_large_scopes_word_counts_are_kept_with_its_size_and_dropped_with_it(clients, wordy, monkeypatch):
+    def search() -> list[tuple[str, float]]:
+        return [(h.id, h.score) for h in memory_search.matching(clients.db, wordy, "ana", "plan Lisbon", k=10)]
+
+    first = search()  # counts the scope
+    assert search() == first  # counts the words
+    ((scope, counts),) = memory_search._word_counts.items()
+    with clients.db.read(wordy) as cur:
+        cur.execute("SELECT lexeme, count(*)::float8 AS n FROM memory_words WHERE project_id = %s AND user_id = 'ana'"
+                    " AND lexeme IN ('plan', 'lisbon') GROUP BY lexeme", (wordy,))
+        assert counts == {row["lexeme"]: row["n"] for row in cur.fetchall()}
+    counts["plan"] = 1.0  # as if "plan" were rare: the next search weighs it by the count kept, without counting
+    assert search() != first
+    monkeypatch.setattr(memory_search, "SCOPE_SIZE_TTL_S", 0.0)  # the size is counted again, and the words with it
+    assert search() == first and scope not in memory_search._word_counts

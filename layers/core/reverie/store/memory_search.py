@@ -40,10 +40,11 @@ LARGE_SCOPE = 20_000
 HNSW_EF_SEARCH = 100
 # How many rows the vector index may visit to find a large user's own (pgvector's iterative scan stops there): about
 # HNSW_SCAN_MARGIN times what it takes to meet k of the user's rows at their share of the table, within these bounds
-# (the most for a scope not counted yet). More than that lets the walk wander: on bench/scale.py's heavy user (a
-# tenth of the table, hashed vectors) the vector statement alone took p95 35-54 ms with a cap of 20,000 and found
-# 0.48 of the exact top 50; 16 ms and 0.41 with 5,000; 13 ms and 0.34 with 2,000. Set by trial, not swept.
-HNSW_SCAN_MARGIN = 10
+# (the most for a scope not counted yet). The walk's time grows with the rows it visits. Swept by hand on
+# bench/scale.py's heavy user (a tenth of the table, hashed vectors) from 3 to 10: the vector half found more of the
+# exact top k the further it walked, but the hybrid search's top 10 barely changed (the words half carries most of
+# it), so the margin is kept low. Its plan does not depend on it.
+HNSW_SCAN_MARGIN = 6
 HNSW_MIN_SCAN_TUPLES = 2_000
 HNSW_MAX_SCAN_TUPLES = 20_000
 # A user with at least this many memories in scope, once counted, has the two halves of a hybrid search run at once
@@ -52,6 +53,12 @@ HNSW_MAX_SCAN_TUPLES = 20_000
 # 5,000 memories one function call searched in p50 17.7 ms against 20.2 apart; with 12,500, 32.8 (p95 43.5) against
 # 31.3 (p95 36.9). Set between the two, not swept.
 HALVES_APART_SCOPE = 8_000
+# BM25's average memory length for a scope of LARGE_SCOPE memories or more: the average over its newest this many
+# (a smaller scope's is the average over the memories that match, as many as a large scope's common words reach).
+LENGTH_SAMPLE = 1_000
+# In a scope known to be large, a query word held by more than this share of it is common: its memories are not read
+# unless one of the query's rarer words already found them (`_words`).
+COMMON_SHARE = 0.05
 
 # Settings local to the statement's implicit transaction (db.read). No parallel workers: starting them costs more
 # than a user's scan, and a plan would start them for the branch that does not run.
@@ -65,7 +72,7 @@ _VECTOR_SETTINGS = (
     " set_config('max_parallel_workers_per_gather', '0', true); "
 )
 _NO_NEAR = "near AS (SELECT NULL::uuid AS id, NULL::timestamptz AS recorded_at, NULL::float8 AS d WHERE false)"
-_NO_WORDS = ("scope AS (SELECT NULL::float8 AS n),"
+_NO_WORDS = ("scope AS (SELECT NULL::float8 AS n, NULL::float8 AS dl),"
              " words AS (SELECT NULL::uuid AS id, NULL::timestamptz AS recorded_at, NULL::float8 AS bm25 WHERE false)")
 
 
@@ -138,13 +145,17 @@ def _vector_params(params: dict[str, Any], embedding: list[float], *, k: int, em
 
 
 # Each scope's size as a search last counted it, kept by each process for SCOPE_SIZE_TTL_S. A large scope's
-# (LARGE_SCOPE memories or more) stands for its count: BM25 needs it, counting it reads every entry of the user's
-# index, and a minute of writes barely moves the weights it gives. Smaller scopes are counted each time (their count
-# is cheap, and there a few memories more or less do matter); their kept size only picks the vector half's branch
-# and whether the halves run apart (`halves_apart`).
+# (LARGE_SCOPE memories or more) stands for its count, with its memories' average length: BM25 needs both, counting
+# reads every entry of the user's index, and a minute of writes barely moves the weights they give. Smaller scopes
+# are counted each time (their count is cheap, and there a few memories more or less do matter); their kept size only
+# picks the vector half's branch and whether the halves run apart (`halves_apart`).
 SCOPE_SIZE_TTL_S = 60.0
 SCOPE_SIZES_KEPT = 4096
-_scope_sizes: dict[tuple[str, str, tuple[str, ...]], tuple[float, float]] = {}
+_scope_sizes: dict[tuple[str, str, tuple[str, ...]], tuple[float, float, float | None]] = {}
+# A large scope's words as its searches counted them (how many memories hold each), kept while its size is: a common
+# word's count reads as many entries as the word has memories, and the same words come back query after query.
+WORD_COUNTS_KEPT = 1024
+_word_counts: dict[tuple[str, str, tuple[str, ...]], dict[str, float]] = {}
 
 
 def matching(
@@ -156,22 +167,26 @@ def matching(
     Postgres's own ranks (ts_rank, ts_rank_cd) do not weigh a word by how rare it is, so "Rosa" (in half of a
     user's memories) counts as much as "cello" (in three). BM25 does: each query word that a memory holds adds
     its inverse document frequency, discounted for long memories. The statistics are the user's own, computed at
-    query time: the number of memories in scope (an index-only count), and over the memories that match any word,
-    each word's document frequency and the average length (close enough to the scope's, without reading every row).
+    query time: the number of memories in scope (an index-only count), each word's document frequency, and the
+    memories' average length: over those that match any word (close enough to the scope's, without reading every
+    row), or for a large scope over its newest LENGTH_SAMPLE (its common words match too many to read them all).
     A word counts once per memory (tsvector length counts distinct words): memories are short.
 
     The current memories are found through their words (memory_words, migration 0010), without reading them; a
     search of the past (`as_of`) or by metadata (`filters`) tests the words of each memory in scope instead.
-    A large scope's size may be a minute old (SCOPE_SIZE_TTL_S)."""
+    A large scope's size and average length may be a minute old (SCOPE_SIZE_TTL_S)."""
     where, params = _scope(project_id, user_id, tiers, filters, as_of)
     words, sized = _words(where, params, query, k=k, filters=filters, as_of=as_of)
     if words is None:
         return []
+    counted = ", (SELECT array_agg(word) FROM df), (SELECT array_agg(df) FROM df)" if "counted" in params else ""
     with db.read(project_id, cursor_factory=None) as cur:
-        cur.execute(f"WITH {words} SELECT id::text, recorded_at, bm25, (SELECT n FROM scope) FROM words"
-                    " ORDER BY bm25 DESC, recorded_at DESC, id", params)
+        cur.execute(f"WITH {words} SELECT id::text, recorded_at, bm25, (SELECT n FROM scope), (SELECT dl FROM scope)"
+                    f"{counted} FROM words ORDER BY bm25 DESC, recorded_at DESC, id", params)
         rows = cur.fetchall()
-    _keep_size(sized, params, rows[0][3] if rows else None)
+    _keep_size(sized, params, *(rows[0][3:5] if rows else (None, None)))
+    if counted and rows:
+        _keep_word_counts(sized, dict(zip(rows[0][5], rows[0][6], strict=True)))
     return [Ranked(row[0], row[1], score=float(row[2])) for row in rows]
 
 
@@ -179,19 +194,24 @@ def _words(
     where: str, params: dict[str, Any], query: str, *, k: int, filters: dict[str, Any] | None,
     as_of: datetime | None,
 ) -> tuple[str | None, tuple[str, str, tuple[str, ...]] | None]:
-    """The CTEs that end in `words(id, recorded_at, bm25)`, `matching`'s `k` hits, and `scope(n)`, the number of
-    memories in scope (None when the query has no word to match); and the key its size is kept under, if any."""
+    """The CTEs that end in `words(id, recorded_at, bm25)`, `matching`'s `k` hits, and `scope(n, dl)`, the number of
+    memories in scope and, for a large one, their average length (None when the query has no word to match); and the
+    key the scope's size is kept under, if any."""
     terms = or_tsquery(query)
     if not terms:
         return None, None
-    params.update(query=query, terms=terms, k=k, k1=BM25_K1, b=BM25_B)
-    size = f"SELECT count(*)::float8 AS n FROM memories WHERE {where}"
+    params.update(query=query, terms=terms, k=k, k1=BM25_K1, b=BM25_B, large=LARGE_SCOPE, sample=LENGTH_SAMPLE)
+    q = ("q AS MATERIALIZED (SELECT lexeme, quote_literal(lexeme)::tsquery AS tq FROM ("
+         "  SELECT DISTINCT lexeme FROM unnest(tsvector_to_array(to_tsvector('english', %(query)s))) AS lexeme) w)")
     sized = None
     if as_of is None and not filters:
         sized = _size_key(params)
-        known = _known_size(sized)
-        if known is not None and known >= LARGE_SCOPE:
-            size, params["n"] = "SELECT %(n)s::float8 AS n", known
+        known = _known_scope(sized)
+        if known is not None and known[0] >= LARGE_SCOPE and known[1] is not None:
+            counted = _word_counts.get(sized, {})
+            params.update(n=known[0], dl=known[1], common=COMMON_SHARE, counted=list(counted),
+                          counts=list(counted.values()))
+            return f"{q}, {_LARGE_SCOPE_WORDS}", sized
         # One index-only read per query word: the memories holding it, with what the score needs of them. OFFSET 0
         # keeps each read a lookup of its word, whatever the planner believes of the table (fresh statistics or none).
         found = (
@@ -212,41 +232,114 @@ def _words(
     # A (word, memory) row for each query word a memory holds; the words' frequencies are counted from them, and each
     # memory's score is the sum of its words'. float8 throughout: numeric is slow.
     return (
-        "q AS MATERIALIZED (SELECT lexeme, quote_literal(lexeme)::tsquery AS tq FROM ("
-        "  SELECT DISTINCT lexeme FROM unnest(tsvector_to_array(to_tsvector('english', %(query)s))) AS lexeme) w),"
-        f" {found},"
-        f" scope AS MATERIALIZED ({size}),"
+        f"{q}, {found},"
+        # A large scope's average length is its newest memories' (LENGTH_SAMPLE); a smaller one's, the matches'.
+        f" scope AS MATERIALIZED (SELECT n, CASE WHEN n >= %(large)s THEN (SELECT avg(length(tsv))::float8 FROM"
+        f"  (SELECT tsv FROM memories WHERE {where} ORDER BY recorded_at DESC, id LIMIT %(sample)s) newest) END AS dl"
+        f"  FROM (SELECT count(*)::float8 AS n FROM memories WHERE {where}) counted),"
         " idf AS MATERIALIZED (SELECT word, ln(1.0 + (scope.n - count(*) + 0.5) / (count(*) + 0.5)) AS idf"
         "  FROM post, scope GROUP BY word, scope.n),"
         " held AS MATERIALIZED (SELECT id, recorded_at, dl, sum(idf.idf) AS idf FROM post JOIN idf USING (word)"
         "  GROUP BY id, recorded_at, dl),"
-        " avg AS MATERIALIZED (SELECT avg(dl) AS dl FROM held),"
-        # Rounded: a sum's last bits follow the order its terms came in, and a tie must stay a tie.
-        " words AS MATERIALIZED (SELECT held.id, held.recorded_at, round(1e9 * held.idf * (%(k1)s::float8 + 1.0)"
-        "  / (1.0 + %(k1)s::float8 * (1.0 - %(b)s::float8 + %(b)s::float8 * held.dl / avg.dl))) / 1e9 AS bm25"
+        " avg AS MATERIALIZED (SELECT coalesce((SELECT dl FROM scope), (SELECT avg(dl) FROM held)) AS dl),"
+        f" words AS MATERIALIZED (SELECT held.id, held.recorded_at, {_bm25('held.idf', 'held.dl', 'avg.dl')} AS bm25"
         "  FROM held, avg ORDER BY bm25 DESC, held.recorded_at DESC, held.id LIMIT %(k)s)"
     ), sized
+
+
+def _bm25(idf: str, dl: str, avg_dl: str) -> str:
+    """BM25 of a memory holding query words whose idf add up to `idf` (each counted once: memories are short), of
+    `dl` distinct words, in a scope whose memories have `avg_dl` on average. Rounded: a sum's last bits follow the
+    order its terms came in, and a tie must stay a tie."""
+    return (f"round(1e9 * {idf} * (%(k1)s::float8 + 1.0) / (1.0 + %(k1)s::float8 * (1.0 - %(b)s::float8"
+            f" + %(b)s::float8 * {dl} / {avg_dl}))) / 1e9")
+
+
+def _of_words(words: str) -> str:
+    """The memories holding the words `words` selects (columns word, idf), each with its length and that idf."""
+    return (f"SELECT w.memory_id AS id, w.recorded_at, w.length::float8 AS dl, idf.idf FROM {words}"
+            "  CROSS JOIN LATERAL (SELECT memory_id, recorded_at, length FROM memory_words"
+            "  WHERE project_id = %(project)s AND user_id = %(user)s AND lexeme = idf.word AND tier = ANY(%(tiers)s)"
+            "  OFFSET 0) w")
+
+
+# The words half of a scope known to be large (its size and average length kept, `_known_scope`). A common word
+# (COMMON_SHARE) has more memories than the rest of the query put together, and most hold no other query word: the
+# memories holding a rarer word are read and scored first, each looked up under the common words by id. A memory
+# holding common words alone scores at most what their idf give a memory of one word; if the k-th best found beats
+# that, they are BM25's top k. If not, the common words' memories are read too and all scored: the same answer.
+_LARGE_SCOPE_WORDS = (
+    "scope AS MATERIALIZED (SELECT %(n)s::float8 AS n, %(dl)s::float8 AS dl),"
+    # Each word's memories, as kept (`_word_counts`) or counted.
+    " df AS MATERIALIZED (SELECT q.lexeme AS word, coalesce(kept.df, (SELECT count(*) FROM memory_words"
+    "  WHERE project_id = %(project)s AND user_id = %(user)s AND lexeme = q.lexeme AND tier = ANY(%(tiers)s))::float8)"
+    "  AS df FROM q LEFT JOIN unnest(%(counted)s::text[], %(counts)s::float8[]) AS kept(word, df)"
+    "  ON kept.word = q.lexeme),"
+    # The rarest word is never common: some word must find the memories.
+    " idf AS MATERIALIZED (SELECT word, ln(1.0 + (scope.n - df + 0.5) / (df + 0.5)) AS idf,"
+    "  df > %(common)s * scope.n AND row_number() OVER (ORDER BY df, word) > 1 AS common FROM df, scope"
+    "  WHERE df > 0),"
+    f" post AS MATERIALIZED ({_of_words('idf')} WHERE NOT idf.common),"
+    " held AS MATERIALIZED (SELECT id, recorded_at, dl, sum(idf) AS idf FROM post GROUP BY id, recorded_at, dl),"
+    " also AS MATERIALIZED (SELECT w.memory_id AS id, sum(idf.idf) AS idf FROM idf CROSS JOIN LATERAL ("
+    "  SELECT memory_id FROM memory_words WHERE project_id = %(project)s AND user_id = %(user)s"
+    "  AND lexeme = idf.word AND memory_id = ANY(ARRAY(SELECT id FROM held)) OFFSET 0) w WHERE idf.common"
+    "  GROUP BY w.memory_id),"
+    " found AS MATERIALIZED (SELECT held.id, held.recorded_at,"
+    f"  {_bm25('(held.idf + coalesce(also.idf, 0.0))', 'held.dl', 'scope.dl')} AS bm25"
+    "  FROM held LEFT JOIN also USING (id), scope ORDER BY bm25 DESC, held.recorded_at DESC, held.id LIMIT %(k)s),"
+    " sure AS MATERIALIZED (SELECT NOT EXISTS (SELECT FROM idf WHERE common) OR ((SELECT count(*) FROM found) = %(k)s"
+    f"  AND (SELECT min(bm25) FROM found) > {_bm25('(SELECT sum(idf) FROM idf WHERE common)', '1.0', 'scope.dl')})"
+    "  AS yes FROM scope),"
+    f" more AS MATERIALIZED ({_of_words('idf')} WHERE idf.common),"
+    " every AS MATERIALIZED (SELECT id, recorded_at, dl, sum(idf) AS idf FROM ("
+    "  SELECT * FROM post UNION ALL SELECT * FROM more) p GROUP BY id, recorded_at, dl),"
+    " words AS MATERIALIZED (SELECT id, recorded_at, bm25 FROM found WHERE (SELECT yes FROM sure)"
+    f"  UNION ALL (SELECT every.id, every.recorded_at, {_bm25('every.idf', 'every.dl', 'scope.dl')} AS bm25"
+    "  FROM every, scope WHERE NOT (SELECT yes FROM sure)"
+    "  ORDER BY bm25 DESC, every.recorded_at DESC, every.id LIMIT %(k)s))"
+)
 
 
 def _size_key(params: dict[str, Any]) -> tuple[str, str, tuple[str, ...]]:
     return params["project"], params["user"], tuple(params["tiers"])
 
 
-def _known_size(key: tuple[str, str, tuple[str, ...]]) -> float | None:
-    """The scope's size as this process last counted it, if within SCOPE_SIZE_TTL_S."""
+def _known_scope(key: tuple[str, str, tuple[str, ...]]) -> tuple[float, float | None] | None:
+    """The scope's size and, if large, its memories' average length, as this process last counted them, if within
+    SCOPE_SIZE_TTL_S."""
     known = _scope_sizes.get(key)
-    return known[1] if known is not None and time.monotonic() - known[0] < SCOPE_SIZE_TTL_S else None
+    return known[1:] if known is not None and time.monotonic() - known[0] < SCOPE_SIZE_TTL_S else None
 
 
-def _keep_size(sized: tuple[str, str, tuple[str, ...]] | None, params: dict[str, Any], n: float | None) -> None:
+def _known_size(key: tuple[str, str, tuple[str, ...]]) -> float | None:
+    known = _known_scope(key)
+    return None if known is None else known[0]
+
+
+def _keep_size(sized: tuple[str, str, tuple[str, ...]] | None, params: dict[str, Any], n: float | None,
+               dl: float | None) -> None:
     """Keep a scope's size counted by a statement (`_words`) for the next searches of the process: a large one's
-    stands for its count (BM25's N), a small one's only spares the vector half the branch it will not take."""
+    stands for its count (BM25's N) and its average length `dl`, a small one's only spares the vector half the
+    branch it will not take."""
     if sized is None or n is None or "n" in params:
         return
     _scope_sizes.pop(sized, None)
     if len(_scope_sizes) >= SCOPE_SIZES_KEPT:
-        _scope_sizes.pop(next(iter(_scope_sizes)))  # the oldest
-    _scope_sizes[sized] = (time.monotonic(), n)
+        _word_counts.pop(oldest := next(iter(_scope_sizes)), None)
+        _scope_sizes.pop(oldest)
+    _scope_sizes[sized] = (time.monotonic(), n, dl)
+    _word_counts.pop(sized, None)  # counted against the old size
+
+
+def _keep_word_counts(sized: tuple[str, str, tuple[str, ...]] | None, counts: dict[str, float]) -> None:
+    """Keep the words a large scope's search counted, for its next searches while its size is kept."""
+    if sized is None:
+        return
+    kept = _word_counts.setdefault(sized, {})
+    if len(kept) + len(counts) > WORD_COUNTS_KEPT:
+        kept.clear()
+    kept.update(counts)
 
 
 def halves_apart(project_id: str, user_id: str, tiers: Sequence[Tier] | None = None) -> bool:
@@ -277,8 +370,8 @@ def hybrid(
     BM25 alone.
 
     Its common case (words and an embedding of a named model, current memories, no filter) runs as the function of
-    migration 0011, whose plan each server process keeps (`_hybrid_function`); `reuse_plan=False` sends the
-    statement as text whatever the case, planned afresh (the two give the same answers)."""
+    migration 0011 (as 0012 left it), whose plan each server process keeps (`_hybrid_function`); `reuse_plan=False`
+    sends the statement as text whatever the case, planned afresh (the two give the same answers)."""
     where, params = _scope(project_id, user_id, tiers, filters, as_of)
     words, sized = _words(where, params, query, k=k, filters=filters, as_of=as_of)
     if reuse_plan and words is not None and embedding is not None and sized is not None and embedding_model:
@@ -296,20 +389,28 @@ def hybrid(
                     f"{_blended(where, params, vector_weight, limit=limit, neighbour_weight=neighbour_weight)}",
                     params)
         rows = cur.fetchall()
-    _keep_size(sized, params, rows[0]["scope_n"] if rows else None)
+    _keep_size(sized, params, *((rows[0]["scope_n"], rows[0]["scope_dl"]) if rows else (None, None)))
     return _scored(rows)
 
 
 # The hybrid search's common case (words and an embedding, current memories, no filter) through the function of
-# migration 0011: the same statement, its plan kept by each server process and reused (generic), where a statement
-# sent as text is planned afresh each time. The memories are read in full here (the function returns their ids).
+# migration 0011 (as 0012 left it): the same statement, its plan kept by each server process and reused (generic),
+# where a statement sent as text is planned afresh each time. The memories are read in full here (the function
+# returns their ids).
+_GENERIC_PLAN = "SELECT set_config('plan_cache_mode', 'force_generic_plan', true); "
+_READ_HITS = (f" WITH ORDINALITY h CROSS JOIN LATERAL (SELECT {COLUMNS} FROM memories WHERE id = h.hit_id"
+              " AND project_id = %(project)s AND user_id = %(user)s) m ORDER BY h.ordinality")
 _HYBRID_FUNCTION = (
-    "SELECT set_config('plan_cache_mode', 'force_generic_plan', true); "
-    f"SELECT m.*, h.hit_score AS score, h.scope_size AS scope_n FROM hybrid_search(%(project)s, %(user)s,"
-    " %(tiers)s, %(query)s, %(qvec)s::halfvec, %(model)s, %(k)s, %(limit)s, %(vector_weight)s, %(beta)s,"
-    " %(large)s, %(n)s, %(k1)s, %(b)s) WITH ORDINALITY h"
-    f" CROSS JOIN LATERAL (SELECT {COLUMNS} FROM memories WHERE id = h.hit_id AND project_id = %(project)s"
-    "  AND user_id = %(user)s) m ORDER BY h.ordinality"
+    f"{_GENERIC_PLAN}SELECT m.*, h.hit_score AS score, h.scope_size AS scope_n, h.scope_length AS scope_dl"
+    " FROM hybrid_search(%(project)s, %(user)s, %(tiers)s, %(query)s, %(qvec)s::halfvec, %(model)s, %(k)s,"
+    " %(limit)s, %(vector_weight)s, %(beta)s, %(large)s, %(n)s, %(dl)s, %(sample)s, %(k1)s, %(b)s)" + _READ_HITS
+)
+# The blend of halves found apart, through the function of migration 0012 (its plan kept, as the search's is).
+_BLEND_FUNCTION = (
+    f"{_GENERIC_PLAN}SELECT m.*, h.hit_score AS score, NULL::float8 AS scope_n, NULL::float8 AS scope_dl"
+    " FROM blend_hits(%(project)s, %(user)s, %(tiers)s, %(near_ids)s::uuid[], %(near_at)s::timestamptz[],"
+    " %(near_d)s::float8[], %(word_ids)s::uuid[], %(word_at)s::timestamptz[], %(word_scores)s::float8[],"
+    " %(limit)s, %(vector_weight)s, %(beta)s)" + _READ_HITS
 )
 
 
@@ -318,15 +419,15 @@ def _hybrid_function(
     neighbour_weight: float, embedding_model: str, sized: tuple[str, str, tuple[str, ...]],
 ) -> list[ScoredMemory]:
     _vector_params(params, embedding, k=k, embedding_model=embedding_model)
-    # params holds "n" only for a scope known to be large (`_words`): the function counts any other.
+    # params holds "n" and "dl" only for a scope known to be large (`_words`): the function counts any other.
     args = {**params, "limit": limit, "vector_weight": float(vector_weight), "beta": float(neighbour_weight),
-            "n": params.get("n")}
+            "n": params.get("n"), "dl": params.get("dl")}
     with db.read(params["project"]) as cur:
         # The vector index's settings always go with it: its one plan holds both branches, and the count it makes
         # picks one (a scope counted small a minute ago may have grown since).
         cur.execute(_VECTOR_SETTINGS + _HYBRID_FUNCTION, args)
         rows = cur.fetchall()
-    _keep_size(sized, params, rows[0]["scope_n"] if rows else None)
+    _keep_size(sized, params, *((rows[0]["scope_n"], rows[0]["scope_dl"]) if rows else (None, None)))
     return _scored(rows)
 
 
@@ -335,23 +436,16 @@ def blend_found(
     vector_weight: float, neighbour_weight: float, tiers: Sequence[Tier] | None = None,
 ) -> list[ScoredMemory]:
     """`hybrid`'s blend, neighbours and rows over halves found apart (`nearest` and `matching`, each in its own
-    statement, so they can run at once): the same results in one statement more."""
+    statement, so they can run at once): the same results in one statement more (migration 0012's blend_hits)."""
     if not near and not words:
         return []
-    where, params = _scope(project_id, user_id, tiers, None, None)
+    _, params = _scope(project_id, user_id, tiers, None, None)
     params.update(near_ids=[h.id for h in near], near_at=[h.recorded_at for h in near],
                   near_d=[h.distance for h in near], word_ids=[h.id for h in words],
-                  word_at=[h.recorded_at for h in words], word_scores=[h.score for h in words])
-    found = (
-        "scope AS (SELECT NULL::float8 AS n),"
-        " near AS MATERIALIZED (SELECT * FROM unnest(%(near_ids)s::uuid[], %(near_at)s::timestamptz[],"
-        "  %(near_d)s::float8[]) AS n(id, recorded_at, d)),"
-        " words AS MATERIALIZED (SELECT * FROM unnest(%(word_ids)s::uuid[], %(word_at)s::timestamptz[],"
-        "  %(word_scores)s::float8[]) AS w(id, recorded_at, bm25)),"
-    )
-    blended = _blended(where, params, vector_weight, limit=limit, neighbour_weight=neighbour_weight)
+                  word_at=[h.recorded_at for h in words], word_scores=[h.score for h in words], limit=limit,
+                  vector_weight=float(vector_weight), beta=float(neighbour_weight))
     with db.read(project_id) as cur:
-        cur.execute(f"WITH {found} {blended}", params)
+        cur.execute(_BLEND_FUNCTION, params)
         return _scored(cur.fetchall())
 
 
@@ -377,9 +471,9 @@ def _blended(where: str, params: dict[str, Any], vector_weight: float, *, limit:
 
 def _ranked(where: str, params: dict[str, Any], *, limit: int, neighbour_weight: float) -> str:
     """The CTEs and the select that take `candidate(id, score)` to the `limit` best memories, read in full with their
-    scores, best first (and `scope(n)`'s n as scope_n): each candidate keeps its score, and the memory stored just
-    before it and just after it in its session (same tier, same scope) gains `neighbour_weight` times it. Ties go to
-    the newer memory, then to the smaller id.
+    scores, best first (and `scope(n, dl)` as scope_n and scope_dl): each candidate keeps its score, and the memory
+    stored just before it and just after it in its session (same tier, same scope) gains `neighbour_weight` times it.
+    Ties go to the newer memory, then to the smaller id.
 
     Only the best 2 x `limit` candidates lift their neighbours (each lift is two index lookups; ties keep the order
     the lists gave them): half of a lower score seldom carries a memory into the top `limit` (bench/locomo.py found
@@ -402,7 +496,8 @@ def _ranked(where: str, params: dict[str, Any], *, limit: int, neighbour_weight:
         " total AS MATERIALIZED (SELECT id, round(1e12 * sum(score)) / 1e12 AS score FROM lifted GROUP BY id),"
         # Read in full only what can be in the top `limit` (every memory tied with the last of them included).
         " cut AS (SELECT min(score) AS score FROM (SELECT score FROM total ORDER BY score DESC LIMIT %(limit)s) t)"
-        " SELECT m.*, total.score, (SELECT n FROM scope) AS scope_n FROM total JOIN cut ON total.score >= cut.score"
+        " SELECT m.*, total.score, (SELECT n FROM scope) AS scope_n, (SELECT dl FROM scope) AS scope_dl"
+        " FROM total JOIN cut ON total.score >= cut.score"
         f" CROSS JOIN LATERAL (SELECT {COLUMNS} FROM memories WHERE id = total.id AND project_id = %(project)s"
         "  AND user_id = %(user)s) m"
         " ORDER BY total.score DESC, m.created_at DESC, m.id LIMIT %(limit)s"
@@ -414,6 +509,7 @@ def _scored(rows: list[dict[str, Any]]) -> list[ScoredMemory]:
     for row in rows:
         score = row.pop("score")
         row.pop("scope_n")
+        row.pop("scope_dl")
         found.append(as_memory(row, ScoredMemory, score=score))
     return found
 
