@@ -93,15 +93,12 @@ BEGIN
             WHERE project_id = p_project AND user_id = p_user AND lexeme = q.lexeme AND tier = ANY (p_tiers)
             OFFSET 0) w
     ),
-    -- A scope counted LARGE or more a moment ago comes with its count (p_n_known); a smaller one is counted.
+    -- A scope counted LARGE or more a moment ago comes with its count and average length (p_n_known,
+    -- p_length_known); a smaller one is counted.
     scope AS MATERIALIZED (
-        SELECT n, CASE WHEN n >= p_large THEN coalesce(p_length_known, (
-            SELECT avg(length(tsv))::float8 FROM (
-                SELECT tsv FROM memories WHERE project_id = p_project AND user_id = p_user AND tier = ANY (p_tiers)
-                AND superseded_at IS NULL ORDER BY recorded_at DESC, id LIMIT p_length_sample) newest)) END AS dl
-        FROM (SELECT CASE WHEN p_n_known >= p_large THEN p_n_known ELSE (
+        SELECT CASE WHEN p_n_known >= p_large THEN p_n_known ELSE (
             SELECT count(*)::float8 FROM memories WHERE project_id = p_project AND user_id = p_user
-            AND tier = ANY (p_tiers) AND superseded_at IS NULL) END AS n) counted
+            AND tier = ANY (p_tiers) AND superseded_at IS NULL) END AS n
     ),
     idf AS MATERIALIZED (
         SELECT word, ln(1.0 + (scope.n - count(*) + 0.5) / (count(*) + 0.5)) AS idf
@@ -110,7 +107,14 @@ BEGIN
     held AS MATERIALIZED (
         SELECT id, recorded_at, dl, sum(idf.idf) AS idf FROM post JOIN idf USING (word) GROUP BY id, recorded_at, dl
     ),
-    avg AS MATERIALIZED (SELECT coalesce((SELECT dl FROM scope), (SELECT avg(dl) FROM held)) AS dl),
+    -- A large scope's average length is its newest memories', a smaller one's the matches'.
+    avg AS MATERIALIZED (
+        SELECT CASE WHEN (SELECT n FROM scope) >= p_large THEN coalesce(p_length_known, (
+            SELECT avg(length(tsv))::float8 FROM (
+                SELECT tsv FROM memories WHERE project_id = p_project AND user_id = p_user AND tier = ANY (p_tiers)
+                AND superseded_at IS NULL ORDER BY recorded_at DESC, id LIMIT p_length_sample) newest))
+            ELSE (SELECT avg(dl) FROM held) END AS dl
+    ),
     words AS MATERIALIZED (
         SELECT held.id, held.recorded_at, round(1e9 * held.idf * (p_k1 + 1.0)
             / (1.0 + p_k1 * (1.0 - p_b + p_b * held.dl / avg.dl))) / 1e9 AS bm25
@@ -162,7 +166,8 @@ BEGIN
     ),
     total AS MATERIALIZED (SELECT id, round(1e12 * sum(score)) / 1e12 AS score FROM lifted GROUP BY id),
     cut AS (SELECT min(score) AS score FROM (SELECT score FROM total ORDER BY score DESC LIMIT p_limit) t)
-    SELECT total.id, total.score::float8, (SELECT n FROM scope), (SELECT dl FROM scope)
+    SELECT total.id, total.score::float8, (SELECT n FROM scope),
+        CASE WHEN (SELECT n FROM scope) >= p_large THEN (SELECT dl FROM avg) END
     FROM total JOIN cut ON total.score >= cut.score
     CROSS JOIN LATERAL (SELECT recorded_at FROM memories WHERE id = total.id AND project_id = p_project
                         AND user_id = p_user) m
