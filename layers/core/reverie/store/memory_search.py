@@ -185,7 +185,7 @@ def matching(
                     f"{counted} FROM words ORDER BY bm25 DESC, recorded_at DESC, id", params)
         rows = cur.fetchall()
     _keep_size(sized, params, *(rows[0][3:5] if rows else (None, None)))
-    if counted and rows:
+    if counted and rows:  # a large scope's statement: `sized` is its key
         _keep_word_counts(sized, dict(zip(rows[0][5], rows[0][6], strict=True)))
     return [Ranked(row[0], row[1], score=float(row[2])) for row in rows]
 
@@ -332,10 +332,8 @@ def _keep_size(sized: tuple[str, str, tuple[str, ...]] | None, params: dict[str,
     _word_counts.pop(sized, None)  # counted against the old size
 
 
-def _keep_word_counts(sized: tuple[str, str, tuple[str, ...]] | None, counts: dict[str, float]) -> None:
+def _keep_word_counts(sized: tuple[str, str, tuple[str, ...]], counts: dict[str, float]) -> None:
     """Keep the words a large scope's search counted, for its next searches while its size is kept."""
-    if sized is None:
-        return
     kept = _word_counts.setdefault(sized, {})
     if len(kept) + len(counts) > WORD_COUNTS_KEPT:
         kept.clear()

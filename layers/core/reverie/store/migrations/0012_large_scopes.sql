@@ -10,7 +10,7 @@
 -- The blend of a hybrid search's two halves, hits in, the best `p_limit` out (memory_search.py's `_blended` and
 -- `_ranked`): of hybrid_search's, below, and of halves found apart (memory_search.blend_found, for a user of many
 -- memories: `nearest` and `matching` run at once on two connections), with its plan kept as that one's is: sent as
--- text, the statement took longer to plan than to run.
+-- text, the statement would be planned afresh for every search.
 CREATE FUNCTION blend_hits(
     p_project text, p_user text, p_tiers text[], p_near_ids uuid[], p_near_at timestamptz[],
     p_near_d double precision[], p_word_ids uuid[], p_word_at timestamptz[], p_word_scores double precision[],
