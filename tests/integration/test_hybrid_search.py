@@ -125,6 +125,45 @@ def test_a_scope_counted_small_a_moment_ago_is_still_searched_exactly(clients, a
     assert len(before) == 50 and [h.id for h in after] == [h.id for h in before]
 
 
+def test_a_scope_counted_large_a_moment_ago_goes_to_the_vector_index_without_being_counted_again(
+        clients, ana, monkeypatch):
+    import psycopg2.extensions
+
+    from reverie.store.db import _scoped
+
+    monkeypatch.setattr(memory_search, "_scope_sizes", {})
+    monkeypatch.setattr(memory_search, "LARGE_SCOPE", 20)  # ana's 60 memories are a large scope
+    db, model = clients.db, clients.llm.embedding_model
+    embedding = clients.llm.embed(["Where does Rosa live?"]).vectors[0]
+    sent: list[bytes] = []
+    scoped = _scoped(psycopg2.extensions.cursor)
+    execute = scoped.execute
+
+    def recorded(self, query, vars=None):
+        sent.append(self.mogrify(query, vars))
+        return execute(self, query, vars)
+
+    monkeypatch.setattr(scoped, "execute", recorded)
+
+    def nearest(filters=None) -> tuple[list[str], bytes]:
+        sent.clear()
+        found = memory_search.nearest(db, ana, "ana", embedding, k=50, embedding_model=model, filters=filters)
+        assert len(sent) == 1
+        return [h.id for h in found], sent[0]
+
+    counted, statement = nearest()
+    assert b"count(*)" in statement and b"IS TRUE" in statement  # both branches, the count picks
+    memory_search.matching(db, ana, "ana", "Where does Rosa live?", k=50)  # keeps the scope's size: 60, large
+    _, params = memory_search._scope(ana, "ana", None, None, None)
+    assert memory_search._known_size(memory_search._size_key(params)) == 60
+    again, statement = nearest()
+    assert b"count(*)" not in statement and b"IS TRUE" in statement and b"+ 0" not in statement
+    assert again == counted and len(again) >= 40
+    # A filter narrows the scope to a size unknown: it is counted, and searched exactly when it is small.
+    filtered, statement = nearest(filters={"source": "nowhere"})
+    assert b"count(*)" in statement and filtered == []
+
+
 def test_the_vector_index_may_visit_more_rows_the_smaller_a_large_users_share_of_the_table(
         clients, engines, ana, monkeypatch):
     import psycopg2

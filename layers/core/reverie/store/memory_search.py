@@ -89,8 +89,8 @@ def nearest(
     user with LARGE_SCOPE memories or more in scope is a sizeable share of the table, where the approximate index
     (HNSW, migration 0010) walked with pgvector's iterative scan finds them in a fraction of the time. One
     statement: a count capped at LARGE_SCOPE picks the branch, and the other one is never run (a scope this process
-    counted small a moment ago goes without it). A search of the past (`as_of`) is exact whatever the size: the index
-    holds current memories only."""
+    counted a moment ago, small or large and unfiltered, goes without the count and the other branch). A search of
+    the past (`as_of`) is exact whatever the size: the index holds current memories only."""
     where, params = _scope(project_id, user_id, tiers, filters, as_of)
     settings, near = _near(where, params, embedding, k=k, embedding_model=embedding_model, as_of=as_of)
     with db.read(project_id, cursor_factory=None) as cur:
@@ -120,6 +120,12 @@ def _near(
     # The approximate branch must not be planned on the user's btree (a sort of every row of theirs): its filter
     # is written so no btree can serve it, which leaves the vector index as the one way to an ordered read.
     approximate = exact.replace("user_id = %(user)s", "(user_id = %(user)s) IS TRUE")
+    # Relaxed order: the index may hand rows over slightly out of order; they are sorted by the reader.
+    approximate_order = "ORDER BY embedding_half <=> %(qvec)s::halfvec LIMIT %(k)s"
+    if known is not None and known >= LARGE_SCOPE and params["n_known"] is not None:
+        # A scope counted large a moment ago, and not narrowed by a filter, goes to the vector index without being
+        # counted again: the count would read LARGE_SCOPE entries of the user's index on every search.
+        return _VECTOR_SETTINGS, f"near AS MATERIALIZED ({approximate} {approximate_order})"
     # The count reads the narrow index of the user's current rows, and stops at LARGE_SCOPE.
     mine = ("mine AS (SELECT n FROM scope)" if counted else
             f"mine AS MATERIALIZED (SELECT count(*) AS n FROM (SELECT 1 FROM memories WHERE {where}"
@@ -128,9 +134,7 @@ def _near(
         f"{mine}, near AS MATERIALIZED ("
         f" ({exact} AND (SELECT n FROM mine) < %(large)s ORDER BY {exact_order} LIMIT %(k)s)"
         " UNION ALL"
-        # Relaxed order: the index may hand rows over slightly out of order; they are sorted by the reader.
-        f" ({approximate} AND (SELECT n FROM mine) >= %(large)s"
-        "   ORDER BY embedding_half <=> %(qvec)s::halfvec LIMIT %(k)s))"
+        f" ({approximate} AND (SELECT n FROM mine) >= %(large)s {approximate_order}))"
     )
 
 
