@@ -159,7 +159,7 @@ def test_a_scope_counted_large_a_moment_ago_goes_to_the_vector_index_without_bei
     again, statement = nearest()
     assert b"count(*)" not in statement and b"IS TRUE" in statement and b"+ 0" not in statement
     assert again == counted and len(again) >= 40
-    # A filter narrows the scope to a size unknown: it is counted, and searched exactly when it is small.
+    # A filter narrows the scope to a size unknown: it is counted again (ana's memories carry no metadata).
     filtered, statement = nearest(filters={"source": "nowhere"})
     assert b"count(*)" in statement and filtered == []
 

@@ -122,9 +122,10 @@ def _near(
     approximate = exact.replace("user_id = %(user)s", "(user_id = %(user)s) IS TRUE")
     # Relaxed order: the index may hand rows over slightly out of order; they are sorted by the reader.
     approximate_order = "ORDER BY embedding_half <=> %(qvec)s::halfvec LIMIT %(k)s"
-    if known is not None and known >= LARGE_SCOPE and params["n_known"] is not None:
-        # A scope counted large a moment ago, and not narrowed by a filter, goes to the vector index without being
-        # counted again: the count would read LARGE_SCOPE entries of the user's index on every search.
+    if params["n_known"] is not None:
+        # A scope counted large a moment ago (a smaller one went exact above), and not narrowed by a filter, goes to
+        # the vector index without being counted again: the count would read LARGE_SCOPE entries of the user's index
+        # on every search.
         return _VECTOR_SETTINGS, f"near AS MATERIALIZED ({approximate} {approximate_order})"
     # The count reads the narrow index of the user's current rows, and stops at LARGE_SCOPE.
     mine = ("mine AS (SELECT n FROM scope)" if counted else
