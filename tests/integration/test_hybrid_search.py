@@ -234,14 +234,15 @@ def test_the_function_is_what_the_common_case_runs_and_it_keeps_row_level_securi
     monkeypatch.setattr(scoped, "execute", recorded)
     found = memory_search.hybrid(db, ana, "ana", "Rosa", embedding, k=50, limit=10, vector_weight=0.2,
                                  neighbour_weight=0.5, embedding_model=model)
-    assert found and len(sent) == 1 and b"hybrid_search(" in sent[0] and b"force_generic_plan" in sent[0]
+    # One statement: the function sets the vector index's settings and keeps its plan generic itself.
+    assert found and len(sent) == 1 and b"hybrid_search(" in sent[0] and b"set_config" not in sent[0]
     # Called in another project's scope, the function reads nothing of this one (SECURITY INVOKER).
     other = "p-other-" + ana
     create_project(db, other)
     for scope, expected in ((other, 0), (ana, len(found))):
         with db.read(scope) as cur:
             cur.execute("SELECT count(*) AS n FROM hybrid_search(%s, 'ana', ARRAY['episodic','semantic'], 'Rosa',"
-                        " %s::halfvec, %s, 50, 10, 0.2, 0.5, 20000, NULL, NULL, 1000, 1.2, 0.75)",
+                        " %s::halfvec, %s, 50, 10, 0.2, 0.5, 20000, NULL, NULL, 1000, 1.2, 0.75, 100, 6, 2000, 20000)",
                         (ana, memory_search.vector_literal(embedding), model))
             assert cur.fetchone()["n"] == expected, scope
 
@@ -265,3 +266,54 @@ def test_the_blend_of_halves_found_apart_keeps_row_level_security(clients, ana):
                     (ana, [h.id for h in near], [h.recorded_at for h in near], [h.distance for h in near],
                      [h.id for h in words], [h.recorded_at for h in words], [h.score for h in words]))
         assert cur.fetchone()["n"] == 0
+
+
+def test_the_function_sets_the_vector_index_settings_the_statement_sent_as_text_sends(clients, engines, ana,
+                                                                                       monkeypatch):
+    """Migration 0013's hybrid_search sets for itself what _VECTOR_SETTINGS sends before the statement sent as text,
+    local to the transaction; the generic plan is a setting of the function, gone when it returns."""
+    import psycopg2
+
+    from reverie.store.db import DictCursor
+
+    with psycopg2.connect(engines.database_url) as conn, conn.cursor() as cur:  # the table's row count, as analysed
+        cur.execute("ANALYZE memories")
+    monkeypatch.setattr(memory_search, "LARGE_SCOPE", 1)  # any scope is large: its size bounds the index's walk
+    db, model = clients.db, clients.llm.embedding_model
+    embedding = clients.llm.embed(["tea"]).vectors[0]
+    show = ("SELECT current_setting('hnsw.iterative_scan') AS scan, current_setting('hnsw.ef_search') AS ef,"
+            " current_setting('hnsw.max_scan_tuples') AS visited,"
+            " current_setting('max_parallel_workers_per_gather') AS workers,"
+            " current_setting('plan_cache_mode') AS plans,"
+            " (SELECT reltuples FROM pg_class WHERE oid = 'memories'::regclass) AS rows")
+
+    def settings(known: float | None) -> tuple[dict, dict]:
+        where, params = memory_search._scope(ana, "ana", recall.SEARCH_TIERS, None, None)
+        kept = {} if known is None else {memory_search._size_key(params): (time.monotonic(), known, 6.0)}
+        monkeypatch.setattr(memory_search, "_scope_sizes", kept)
+        memory_search._words(where, params, "tea", k=50, filters=None, as_of=None)
+        args = memory_search._function_args(params, embedding, k=50, limit=10, vector_weight=0.2,
+                                            neighbour_weight=0.5, embedding_model=model)
+        with db.transaction(ana) as conn, conn.cursor(cursor_factory=DictCursor) as cur:
+            cur.execute(memory_search._HYBRID_FUNCTION, args)
+            assert cur.fetchall(), known
+            cur.execute(show)
+            by_function = cur.fetchone()
+        sent, _ = memory_search._near(where, params, embedding, k=50, embedding_model=model, as_of=None)
+        assert sent  # a large scope's statement goes with the settings
+        with db.transaction(ana) as conn, conn.cursor(cursor_factory=DictCursor) as cur:
+            cur.execute(sent + show, params)
+            by_text = cur.fetchone()
+        return by_function, by_text
+
+    by_function, by_text = settings(None)
+    rows = by_function["rows"]
+    assert rows >= 61  # ana's, ben's and other tests' memories
+    for known in (None, rows / 10, rows / 3, rows):
+        by_function, by_text = settings(known)
+        assert by_function == {**by_text, "plans": "auto"}, known
+        assert by_function["workers"] == "0" and by_function["scan"] == "relaxed_order"
+        assert by_function["ef"] == str(memory_search.HNSW_EF_SEARCH)
+    # The walk follows the user's share of the table: a tenth of it, the margin times five hundred rows.
+    assert int(settings(rows / 10)[0]["visited"]) == math.ceil(memory_search.HNSW_SCAN_MARGIN * 50 * rows / (rows / 10))
+    assert int(settings(None)[0]["visited"]) == memory_search.HNSW_MAX_SCAN_TUPLES

@@ -61,7 +61,8 @@ LENGTH_SAMPLE = 1_000
 COMMON_SHARE = 0.05
 
 # Settings local to the statement's implicit transaction (db.read). No parallel workers: starting them costs more
-# than a user's scan, and a plan would start them for the branch that does not run.
+# than a user's scan, and a plan would start them for the branch that does not run. The function the common case
+# calls (migration 0013's hybrid_search) sets the same itself.
 _VECTOR_SETTINGS = (
     "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),"
     " set_config('hnsw.ef_search', %(ef)s, true),"
@@ -373,8 +374,9 @@ def hybrid(
     BM25 alone.
 
     Its common case (words and an embedding of a named model, current memories, no filter) runs as the function of
-    migration 0011 (as 0012 left it), whose plan each server process keeps (`_hybrid_function`); `reuse_plan=False`
-    sends the statement as text whatever the case, planned afresh (the two give the same answers)."""
+    migration 0011 (as 0012 and 0013 left it), whose plan each server process keeps (`_hybrid_function`);
+    `reuse_plan=False` sends the statement as text whatever the case, planned afresh (the two give the same
+    answers)."""
     where, params = _scope(project_id, user_id, tiers, filters, as_of)
     words, sized = _words(where, params, query, k=k, filters=filters, as_of=as_of)
     if reuse_plan and words is not None and embedding is not None and sized is not None and embedding_model:
@@ -398,19 +400,21 @@ def hybrid(
 
 # The hybrid search's common case (words and an embedding, current memories, no filter) through the function of
 # migration 0011 (as 0012 left it): the same statement, its plan kept by each server process and reused (generic),
-# where a statement sent as text is planned afresh each time. The memories are read in full here (the function
-# returns their ids).
-_GENERIC_PLAN = "SELECT set_config('plan_cache_mode', 'force_generic_plan', true); "
+# where a statement sent as text is planned afresh each time. Called through 0013's overload, which sets the vector
+# index's settings and keeps the plan generic itself: the call is the one statement sent. The memories are read in
+# full here (the function returns their ids).
 _READ_HITS = (f" WITH ORDINALITY h CROSS JOIN LATERAL (SELECT {COLUMNS} FROM memories WHERE id = h.hit_id"
               " AND project_id = %(project)s AND user_id = %(user)s) m ORDER BY h.ordinality")
 _HYBRID_FUNCTION = (
-    f"{_GENERIC_PLAN}SELECT m.*, h.hit_score AS score, h.scope_size AS scope_n, h.scope_length AS scope_dl"
+    "SELECT m.*, h.hit_score AS score, h.scope_size AS scope_n, h.scope_length AS scope_dl"
     " FROM hybrid_search(%(project)s, %(user)s, %(tiers)s, %(query)s, %(qvec)s::halfvec, %(model)s, %(k)s,"
-    " %(limit)s, %(vector_weight)s, %(beta)s, %(large)s, %(n)s, %(dl)s, %(sample)s, %(k1)s, %(b)s)" + _READ_HITS
+    " %(limit)s, %(vector_weight)s, %(beta)s, %(large)s, %(n)s, %(dl)s, %(sample)s, %(k1)s, %(b)s,"
+    " %(ef)s::integer, %(margin)s, %(min_tuples)s, %(max_tuples)s)" + _READ_HITS
 )
-# The blend of halves found apart, through the function of migration 0012 (its plan kept, as the search's is).
+# The blend of halves found apart, through the function of migration 0012 (its plan kept, as the search's is: 0013
+# made the generic plan a setting of the function).
 _BLEND_FUNCTION = (
-    f"{_GENERIC_PLAN}SELECT m.*, h.hit_score AS score, NULL::float8 AS scope_n, NULL::float8 AS scope_dl"
+    "SELECT m.*, h.hit_score AS score, NULL::float8 AS scope_n, NULL::float8 AS scope_dl"
     " FROM blend_hits(%(project)s, %(user)s, %(tiers)s, %(near_ids)s::uuid[], %(near_at)s::timestamptz[],"
     " %(near_d)s::float8[], %(word_ids)s::uuid[], %(word_at)s::timestamptz[], %(word_scores)s::float8[],"
     " %(limit)s, %(vector_weight)s, %(beta)s)" + _READ_HITS
@@ -421,17 +425,24 @@ def _hybrid_function(
     db: Database, params: dict[str, Any], embedding: list[float], *, k: int, limit: int, vector_weight: float,
     neighbour_weight: float, embedding_model: str, sized: tuple[str, str, tuple[str, ...]],
 ) -> list[ScoredMemory]:
-    _vector_params(params, embedding, k=k, embedding_model=embedding_model)
-    # params holds "n" and "dl" only for a scope known to be large (`_words`): the function counts any other.
-    args = {**params, "limit": limit, "vector_weight": float(vector_weight), "beta": float(neighbour_weight),
-            "n": params.get("n"), "dl": params.get("dl")}
+    args = _function_args(params, embedding, k=k, limit=limit, vector_weight=vector_weight,
+                          neighbour_weight=neighbour_weight, embedding_model=embedding_model)
     with db.read(params["project"]) as cur:
-        # The vector index's settings always go with it: its one plan holds both branches, and the count it makes
-        # picks one (a scope counted small a minute ago may have grown since).
-        cur.execute(_VECTOR_SETTINGS + _HYBRID_FUNCTION, args)
+        # The function sets the vector index's settings whatever the scope's kept size: its one plan holds both
+        # branches, and the count it makes picks one (a scope counted small a minute ago may have grown since).
+        cur.execute(_HYBRID_FUNCTION, args)
         rows = cur.fetchall()
     _keep_size(sized, params, *((rows[0]["scope_n"], rows[0]["scope_dl"]) if rows else (None, None)))
     return _scored(rows)
+
+
+def _function_args(params: dict[str, Any], embedding: list[float], *, k: int, limit: int, vector_weight: float,
+                   neighbour_weight: float, embedding_model: str) -> dict[str, Any]:
+    """What _HYBRID_FUNCTION takes, from a scope's `params` (`_scope`, then `_words`)."""
+    _vector_params(params, embedding, k=k, embedding_model=embedding_model)
+    # params holds "n" and "dl" only for a scope known to be large (`_words`): the function counts any other.
+    return {**params, "limit": limit, "vector_weight": float(vector_weight), "beta": float(neighbour_weight),
+            "n": params.get("n"), "dl": params.get("dl")}
 
 
 def blend_found(
