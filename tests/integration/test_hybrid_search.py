@@ -309,11 +309,11 @@ def test_the_function_sets_the_vector_index_settings_the_statement_sent_as_text_
     by_function, by_text = settings(None)
     rows = by_function["rows"]
     assert rows >= 61  # ana's, ben's and other tests' memories
-    for known in (None, rows / 10, rows / 3, rows):
-        by_function, by_text = settings(known)
-        assert by_function == {**by_text, "plans": "auto"}, known
+    both = {None: (by_function, by_text)} | {known: settings(known) for known in (rows / 10, rows / 3, rows)}
+    for known, (by_function, by_text) in both.items():
+        assert by_function == by_text and by_function["plans"] == "auto", known  # not set past the function
         assert by_function["workers"] == "0" and by_function["scan"] == "relaxed_order"
         assert by_function["ef"] == str(memory_search.HNSW_EF_SEARCH)
     # The walk follows the user's share of the table: a tenth of it, the margin times five hundred rows.
-    assert int(settings(rows / 10)[0]["visited"]) == math.ceil(memory_search.HNSW_SCAN_MARGIN * 50 * rows / (rows / 10))
-    assert int(settings(None)[0]["visited"]) == memory_search.HNSW_MAX_SCAN_TUPLES
+    assert int(both[rows / 10][0]["visited"]) == math.ceil(memory_search.HNSW_SCAN_MARGIN * 50 * rows / (rows / 10))
+    assert int(both[None][0]["visited"]) == memory_search.HNSW_MAX_SCAN_TUPLES
