@@ -40,7 +40,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from measure import percentiles
+from measure import pace, percentiles
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_OVERHEAD_P95_MS = 15.0
@@ -465,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError("the deferred publishes of the warm-up did not finish")
         empty_queues(clients)
 
+        paced = pace(started_engines.database_url)  # the machine's speed as the turns are timed
         print(f"{turns_n} turns through the chat function...", file=sys.stderr)
         async_ms, overhead_ms, model_ms, publish_ms, post_response_ms, statuses, saved = [], [], [], [], [], {}, 0
         replies: list[str] = []
@@ -554,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
         "model_delays_ms": {"reply": args.reply_ms, "embedding": args.embed_ms, "extraction": args.extract_ms},
         "build": build,
         "overhead_ms": overhead,
+        "pace_ms": paced,
         "async_ms": asynchronous,
         "sync_ms": synchronous,
         "model_ms": percentiles(model_ms),

@@ -6,8 +6,10 @@ import contextlib
 import json
 import os
 import platform
+import random
 import statistics
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,56 @@ def machine() -> dict[str, Any]:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": memory_gb, "python": platform.python_version(),
             "platform": platform.platform()}
+
+
+# The fixed work `pace` times: 300 records of the shape a search answers with, made the same way every time.
+_PACE_RANDOM = random.Random(7)
+_PACE_RECORDS = [
+    {"id": f"{_PACE_RANDOM.getrandbits(128):032x}", "score": _PACE_RANDOM.random(),
+     "text": " ".join(_PACE_RANDOM.choice(("plans", "trip", "said", "likes", "coffee", "morning")) for _ in range(12)),
+     "tags": [_PACE_RANDOM.randrange(100) for _ in range(5)]}
+    for _ in range(300)
+]
+PACE_STATEMENT = "SELECT sum(g) FROM generate_series(1, 50000) g"
+PACE_RUNS = 9
+
+
+def pace(postgres_url: str | None = None) -> dict[str, float]:
+    """How fast this machine works at this moment: the median time of a fixed piece of Python work (JSON in and
+    out, a sort, a split: a handler's kind of work) and, with a Postgres URL, of one fixed statement sent to it.
+
+    A shared machine's speed moves by half or more within a day, and the engines, the handlers and the benchmark all
+    run on its cores. Recorded beside a run's timings, it tells a slow moment of the machine from slower code: compare
+    two runs' timings only as far as their paces agree."""
+    figures = {"python_ms": _median_ms(_python_work)}
+    if postgres_url:
+        import psycopg2
+
+        conn = psycopg2.connect(postgres_url)
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                figures["postgres_ms"] = _median_ms(lambda: (cur.execute(PACE_STATEMENT), cur.fetchone()))
+        finally:
+            conn.close()
+    return figures
+
+
+def _python_work() -> None:
+    for _ in range(4):
+        records = json.loads(json.dumps(_PACE_RECORDS))
+        records.sort(key=lambda r: (r["score"], r["id"]))
+        sum(len(r["text"].split()) for r in records)
+
+
+def _median_ms(work) -> float:
+    work()  # once to warm up, not counted
+    spent = []
+    for _ in range(PACE_RUNS):
+        started = time.perf_counter()
+        work()
+        spent.append((time.perf_counter() - started) * 1000)
+    return round(statistics.median(spent), 2)
 
 
 def now() -> str:

@@ -10,7 +10,9 @@ The memories are bulk-loaded (COPY, embeddings on every core) in steps up to eac
   delay) model: what Reverie adds to a turn; the work after the response is drained and not counted;
 - inserts: memories written one at a time through the store's insert (ten to a transaction, as a reflection
   window writes them), per second;
-- disk: the memories table with its indexes and its words index (memory_words), and the whole database.
+- disk: the memories table with its indexes and its words index (memory_words), and the whole database;
+- pace: the machine's speed just before the timings (measure.pace: a fixed piece of Python work and a fixed
+  statement to Postgres), to tell a slow moment of this shared machine from slower code.
 Then the heavy user's 100,000 memories are loaded and their searches timed.
 
 Engines: the embedded Postgres with shared_buffers 10GB, Valkey in cluster mode, moto in its own process. RDS gives
@@ -33,7 +35,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from measure import RESULTS, command, machine, now, percentiles, write
+from measure import RESULTS, command, machine, now, pace, percentiles, write
 
 SEARCH_P95_TARGET_MS = 20.0
 HEAVY_SEARCH_P95_TARGET_MS = 50.0
@@ -287,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             progress.advance(size - loaded, f"{size:,} loaded; timing")
             loaded = size
             asked = [(rng.choice(users), m) for _, m in chat_messages(samples, users, args.seed + size)]
+            paced = pace(owner_url)
             searched = time_searches(search, project, asked)
             overhead = time_chats(chat, clients, timed, project, asked[: samples // 2 + 10])
             inserts = time_inserts(clients, project, users, 1000 if not args.quick else 200, args.seed + size)
@@ -295,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                 "search_ms": percentiles(searched), "chat_overhead_ms": percentiles(overhead),
                 "inserts_per_s": round(inserts, 1), "bulk_load_rows_per_s": round(rate, 1),
                 "disk_mb": round(disk["memories_table_and_indexes"] + disk["memory_words"], 1), "disk": disk,
-                "memories_per_user": round(size / len(users), 1),
+                "memories_per_user": round(size / len(users), 1), "pace_ms": paced,
             }
         rows = _rows(0, heavy_n, [HEAVY_USER], args.seed + 99)
         bulk_load(owner_url, project, rows, timed.dimensions, timed.embedding_model, rebuild=False,
@@ -303,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         progress.advance(heavy_n, "heavy user loaded; timing")
         progress.close()
         asked = [(HEAVY_USER, m) for _, m in chat_messages(samples, [HEAVY_USER], args.seed + 1)]
-        heavy = {"memories": heavy_n, "project_memories": loaded + heavy_n,
+        heavy = {"memories": heavy_n, "project_memories": loaded + heavy_n, "pace_ms": pace(owner_url),
                  "search_ms": percentiles(time_searches(search, project, asked)),
                  "chat_overhead_ms": percentiles(time_chats(chat, clients, timed, project,
                                                             asked[: samples // 2 + 10]))}
@@ -340,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         search_ms, chat_ms = figures["search_ms"], figures["chat_overhead_ms"]
         print(f"{int(size):>9,}  search p50 {search_ms['p50']:6.2f} p95 {search_ms['p95']:6.2f} ms  chat overhead "
               f"p50 {chat_ms['p50']:6.2f} p95 {chat_ms['p95']:6.2f} ms  {figures['inserts_per_s']:8.1f} inserts/s  "
-              f"{figures['disk_mb']:8.1f} MB")
+              f"{figures['disk_mb']:8.1f} MB  pace {figures['pace_ms']}")
     print(f"heavy user ({heavy_n:,}): search p50 {heavy['search_ms']['p50']} p95 {heavy['search_ms']['p95']} ms"
           f" -> {args.out}")
     return 0

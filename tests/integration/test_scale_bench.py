@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -27,10 +29,12 @@ def test_the_quick_scale_run_records_every_size_and_the_heavy_user(tmp_path):
         for figure in ("search_ms", "chat_overhead_ms"):
             assert 0 < figures[figure]["p50"] <= figures[figure]["p95"] <= figures[figure]["max"]
         assert figures["inserts_per_s"] > 0 and figures["disk_mb"] > 0
+        assert figures["pace_ms"]["python_ms"] > 0 and figures["pace_ms"]["postgres_ms"] > 0
     # The table grows with what was loaded into it.
     assert result["sizes"]["3000"]["disk"]["memories_table_and_indexes"] > result["sizes"]["1000"]["disk"][
         "memories_table_and_indexes"]
     assert result["heavy_user"]["memories"] == 1500 and result["heavy_user"]["project_memories"] == 4500
+    assert set(result["heavy_user"]["pace_ms"]) == {"python_ms", "postgres_ms"}
     assert set(result["targets"]["met"]) == {"search", "heavy_user_search", "chat_overhead"}
     assert result["machine"]["cores"] == os.cpu_count() and result["command"].startswith("python bench/scale.py")
 
@@ -43,15 +47,46 @@ def test_the_report_sets_each_figure_against_its_target_and_lists_what_did_not_r
         "overhead_ms": {"p95": 12.5}, "turns_overhead_ms": {"p95": 3.0}, "async_over_sync_p95": 0.2}))
     (results / "coldstart.json").write_text(json.dumps({
         "date": "2026-11-29T10:00:00+00:00", "functions": {"ChatFunction": {"import_ms": 612.0}}}))
-    done = subprocess.run(
-        [sys.executable, "-c", "import sys; from pathlib import Path; import report; "
-                               f"sys.stdout.write(report.render(Path({str(results)!r})))"],
-        cwd=ROOT / "bench", capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    rows = {line.split(" | ")[0].lstrip("| "): line for line in done.stdout.splitlines() if line.startswith("| ")}
+    rendered = _rendered(results)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in rendered.splitlines() if line.startswith("| ")}
     assert "| 12.5 ms | <= 15 ms | yes | 2026-11-30 | `make bench-chat` |" in rows[
         "chat: overhead a turn adds, p95 (100k memories)"]
     assert "| 0.2 | <= 0.15 | **no** |" in rows["chat: async p95 over synchronous tiers p95"]
     assert "| 612 ms | < 600 ms | **no** | 2026-11-29 |" in rows["cold start: the chat function's import"]
     assert "| not run | <= 20 ms |" in rows["scale: search p95 at the largest size"]
-    assert "Machine: " in done.stdout and "cores" in done.stdout
+    assert "Machine: " in rendered and "cores" in rendered
+
+    # The machine's pace is read at the largest size, not the first one in the file.
+    (results / "scale.json").write_text(json.dumps({"date": "2026-11-30T12:00:00+00:00", "sizes": {
+        "100000": {"pace_ms": {"python_ms": 9.0, "postgres_ms": 20.0}},
+        "1000000": {"pace_ms": {"python_ms": 6.25, "postgres_ms": 12.5}}}}))
+    pace = next(line for line in _rendered(results).splitlines() if line.startswith("| scale: the machine's pace"))
+    assert "| 6.25 ms / 12.50 ms |" in pace
+
+
+def test_the_pace_times_its_fixed_work_and_the_statement_it_sends(monkeypatch, engines):
+    postgres_url = engines.database_url
+    spec = importlib.util.spec_from_file_location("measure_bench", ROOT / "bench" / "measure.py")
+    measure = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(measure)
+
+    paced = measure.pace(postgres_url)
+    assert set(paced) == {"python_ms", "postgres_ms"} and paced["python_ms"] > 0 and paced["postgres_ms"] > 0
+    # Without a Postgres URL only the Python work is timed.
+    assert set(measure.pace()) == {"python_ms"}
+    # Work made slower by 20 ms a run reads at least that much slower: the pace is the work's median time.
+    fixed = measure._python_work
+    monkeypatch.setattr(measure, "_python_work", lambda: (fixed(), time.sleep(0.02)))
+    assert measure.pace()["python_ms"] >= 20.0
+    monkeypatch.setattr(measure, "PACE_STATEMENT", "SELECT pg_sleep(0.02)")
+    assert measure.pace(postgres_url)["postgres_ms"] >= 20.0
+
+
+def _rendered(results) -> str:
+    """bench/report.py's table over the files in `results`, rendered in a process of its own."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from pathlib import Path; import report; "
+                               f"sys.stdout.write(report.render(Path({str(results)!r})))"],
+        cwd=ROOT / "bench", capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
