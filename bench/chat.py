@@ -40,7 +40,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from measure import pace, percentiles
+from measure import paced, percentiles
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_OVERHEAD_P95_MS = 15.0
@@ -465,31 +465,32 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError("the deferred publishes of the warm-up did not finish")
         empty_queues(clients)
 
-        paced = pace(started_engines.database_url)  # the machine's speed as the turns are timed
         print(f"{turns_n} turns through the chat function...", file=sys.stderr)
         async_ms, overhead_ms, model_ms, publish_ms, post_response_ms, statuses, saved = [], [], [], [], [], {}, 0
         replies: list[str] = []
         publish = PublishTimer()
-        for user, message in conversation:
-            event = chat_event(project, user, sessions[user], message)
-            timed.reset()
-            publish.spent_s = 0.0
-            begun = time.perf_counter()
-            answer = handler(event, LambdaContext())
-            returned = time.perf_counter()
-            if not after_response.drain(30):
-                raise RuntimeError("a deferred publish did not finish within 30 s")
-            post_response_ms.append((time.perf_counter() - returned) * 1000)
-            elapsed = (returned - begun) * 1000
-            spent = timed.spent_s * 1000
-            async_ms.append(elapsed)
-            model_ms.append(spent)
-            overhead_ms.append(elapsed - spent)
-            publish_ms.append(publish.spent_s * 1000)
-            statuses[answer["statusCode"]] = statuses.get(answer["statusCode"], 0) + 1
-            saved += answer["statusCode"] == 200 and json.loads(answer["body"])["memory_saved"]
-            replies.append(json.loads(answer["body"]).get("reply") or "(no reply)")
-            empty_queues(clients)
+        # The machine's speed as the turns start and end (measure.paced).
+        with paced(started_engines.database_url) as speed:
+            for user, message in conversation:
+                event = chat_event(project, user, sessions[user], message)
+                timed.reset()
+                publish.spent_s = 0.0
+                begun = time.perf_counter()
+                answer = handler(event, LambdaContext())
+                returned = time.perf_counter()
+                if not after_response.drain(30):
+                    raise RuntimeError("a deferred publish did not finish within 30 s")
+                post_response_ms.append((time.perf_counter() - returned) * 1000)
+                elapsed = (returned - begun) * 1000
+                spent = timed.spent_s * 1000
+                async_ms.append(elapsed)
+                model_ms.append(spent)
+                overhead_ms.append(elapsed - spent)
+                publish_ms.append(publish.spent_s * 1000)
+                statuses[answer["statusCode"]] = statuses.get(answer["statusCode"], 0) + 1
+                saved += answer["statusCode"] == 200 and json.loads(answer["body"])["memory_saved"]
+                replies.append(json.loads(answer["body"]).get("reply") or "(no reply)")
+                empty_queues(clients)
 
         print(f"{turns_n} turns recorded through POST /v1/turns...", file=sys.stderr)
         for (user, message), reply in list(zip(conversation, replies, strict=True))[: min(5, turns_n)]:
@@ -555,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
         "model_delays_ms": {"reply": args.reply_ms, "embedding": args.embed_ms, "extraction": args.extract_ms},
         "build": build,
         "overhead_ms": overhead,
-        "pace_ms": paced,
+        "pace_ms": speed,
         "async_ms": asynchronous,
         "sync_ms": synchronous,
         "model_ms": percentiles(model_ms),

@@ -10,6 +10,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,15 @@ def pace(postgres_url: str | None = None) -> dict[str, float]:
         finally:
             conn.close()
     return figures
+
+
+@contextlib.contextmanager
+def paced(postgres_url: str | None = None) -> Iterator[dict[str, dict[str, float]]]:
+    """The machine's `pace` as the timings inside start ("before") and as they end ("after"), in the dict it
+    yields. The speed can move within seconds: two readings bound the moment better than one."""
+    speed = {"before": pace(postgres_url)}
+    yield speed
+    speed["after"] = pace(postgres_url)
 
 
 def _python_work() -> None:

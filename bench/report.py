@@ -43,11 +43,13 @@ def _largest(field: str, stat: str) -> Callable[[dict[str, Any]], Any]:
 
 
 # A row of the machine's pace (measure.pace), beside the timings it was taken with.
-PACE = "(fixed Python work / a fixed Postgres statement; lower is faster)"
+PACE = "(fixed Python work / a fixed Postgres statement, as the timings began → ended; lower is faster)"
 
 
-def _paced(paced: dict[str, float]) -> str:
-    return f"{paced['python_ms']:.2f} ms / {paced['postgres_ms']:.2f} ms"
+def _paced(speed: dict[str, dict[str, float]]) -> str:
+    """measure.paced's readings as "Python before → after / Postgres before → after"."""
+    return " / ".join(f"{speed['before'][work]:.2f} → {speed['after'][work]:.2f} ms"
+                      for work in ("python_ms", "postgres_ms"))
 
 
 def _ways(size: str, *ways: str) -> Callable[[dict[str, Any]], str]:

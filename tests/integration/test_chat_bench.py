@@ -26,7 +26,7 @@ def test_the_quick_benchmark_writes_well_formed_results(tmp_path):
     assert result["turns_statuses"] == {"202": 40} and result["turns_memory_saved"] == 40
     assert result["turns_model_ms"]["max"] == 0  # recording a turn makes no model call
     assert result["publishes_before_response"] == 0
-    assert set(result["pace_ms"]) == {"python_ms", "postgres_ms"} and result["pace_ms"]["python_ms"] > 0
+    assert set(result["pace_ms"]) == {"before", "after"} and result["pace_ms"]["after"]["postgres_ms"] > 0
     assert result["machine"]["cores"] >= 1 and result["date"]
     assert result["model_delays_ms"] == {"reply": 5, "embedding": 1, "extraction": 5}
     assert result["build"]["total_s"] >= 0 and isinstance(result["targets"]["overhead_met"], bool)

@@ -88,7 +88,7 @@ def test_the_benchmark_counts_reverie_and_both_baselines_over_the_same_turns(tmp
     assert result["bm25"]["at_k"]["5"]["evidence_share"] == 1.0
     assert result["reverie"]["at_k"]["5"]["evidence_share"] == 1.0
     assert result["search_ms"]["p50"] <= result["search_ms"]["p95"]
-    assert result["pace_ms"]["python_ms"] > 0 and result["pace_ms"]["postgres_ms"] > 0
+    assert result["pace_ms"]["before"]["postgres_ms"] > 0 and result["pace_ms"]["after"]["python_ms"] > 0
     assert result["search"]["vector_weight"] == 0.2 and result["embedding_model"] == "offline-hash-embed-v1"
 
 

@@ -29,12 +29,13 @@ def test_the_quick_scale_run_records_every_size_and_the_heavy_user(tmp_path):
         for figure in ("search_ms", "chat_overhead_ms"):
             assert 0 < figures[figure]["p50"] <= figures[figure]["p95"] <= figures[figure]["max"]
         assert figures["inserts_per_s"] > 0 and figures["disk_mb"] > 0
-        assert figures["pace_ms"]["python_ms"] > 0 and figures["pace_ms"]["postgres_ms"] > 0
+        for reading in ("before", "after"):
+            assert figures["pace_ms"][reading]["python_ms"] > 0 and figures["pace_ms"][reading]["postgres_ms"] > 0
     # The table grows with what was loaded into it.
     assert result["sizes"]["3000"]["disk"]["memories_table_and_indexes"] > result["sizes"]["1000"]["disk"][
         "memories_table_and_indexes"]
     assert result["heavy_user"]["memories"] == 1500 and result["heavy_user"]["project_memories"] == 4500
-    assert set(result["heavy_user"]["pace_ms"]) == {"python_ms", "postgres_ms"}
+    assert set(result["heavy_user"]["pace_ms"]["after"]) == {"python_ms", "postgres_ms"}
     assert set(result["targets"]["met"]) == {"search", "heavy_user_search", "chat_overhead"}
     assert result["machine"]["cores"] == os.cpu_count() and result["command"].startswith("python bench/scale.py")
 
@@ -58,10 +59,12 @@ def test_the_report_sets_each_figure_against_its_target_and_lists_what_did_not_r
 
     # The machine's pace is read at the largest size, not the first one in the file.
     (results / "scale.json").write_text(json.dumps({"date": "2026-11-30T12:00:00+00:00", "sizes": {
-        "100000": {"pace_ms": {"python_ms": 9.0, "postgres_ms": 20.0}},
-        "1000000": {"pace_ms": {"python_ms": 6.25, "postgres_ms": 12.5}}}}))
+        "100000": {"pace_ms": {"before": {"python_ms": 9.0, "postgres_ms": 20.0},
+                               "after": {"python_ms": 9.5, "postgres_ms": 21.0}}},
+        "1000000": {"pace_ms": {"before": {"python_ms": 6.25, "postgres_ms": 12.5},
+                                "after": {"python_ms": 10.0, "postgres_ms": 13.0}}}}}))
     pace = next(line for line in _rendered(results).splitlines() if line.startswith("| scale: the machine's pace"))
-    assert "| 6.25 ms / 12.50 ms |" in pace
+    assert "| 6.25 → 10.00 ms / 12.50 → 13.00 ms |" in pace
 
 
 def test_the_pace_times_its_fixed_work_and_the_statement_it_sends(monkeypatch, engines):
@@ -80,6 +83,13 @@ def test_the_pace_times_its_fixed_work_and_the_statement_it_sends(monkeypatch, e
     assert measure.pace()["python_ms"] >= 20.0
     monkeypatch.setattr(measure, "PACE_STATEMENT", "SELECT pg_sleep(0.02)")
     assert measure.pace(postgres_url)["postgres_ms"] >= 20.0
+    # paced reads the pace as the work inside starts and again as it ends.
+    slow = False
+    monkeypatch.setattr(measure, "_python_work", lambda: (fixed(), slow and time.sleep(0.02)))
+    with measure.paced() as speed:
+        assert set(speed) == {"before"}
+        slow = True
+    assert speed["before"]["python_ms"] < 20.0 <= speed["after"]["python_ms"]
 
 
 def _rendered(results) -> str:
