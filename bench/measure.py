@@ -54,9 +54,10 @@ def pace(postgres_url: str | None = None) -> dict[str, float]:
     """How fast this machine works at this moment: the median time of a fixed piece of Python work (JSON in and
     out, a sort, a split: a handler's kind of work) and, with a Postgres URL, of one fixed statement sent to it.
 
-    A shared machine's speed moves by half or more within a day, and the engines, the handlers and the benchmark all
-    run on its cores. Recorded beside a run's timings, it tells a slow moment of the machine from slower code: compare
-    two runs' timings only as far as their paces agree."""
+    A shared machine's speed moves, by half or more and within seconds, and the engines, the handlers and the
+    benchmark all run on its cores. Recorded beside a run's timings, it says what the machine was like as they were
+    taken, so a claim that one run met a slower machine than another can be checked. It is one moment, read on one
+    thread: it does not predict what several processes at once will do (`paced` reads it twice)."""
     figures = {"python_ms": _median_ms(_python_work)}
     if postgres_url:
         import psycopg2

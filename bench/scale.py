@@ -12,7 +12,7 @@ The memories are bulk-loaded (COPY, embeddings on every core) in steps up to eac
   window writes them), per second;
 - disk: the memories table with its indexes and its words index (memory_words), and the whole database;
 - pace: the machine's speed as the timings start and as they end (measure.paced: a fixed piece of Python work and
-  a fixed statement to Postgres), to tell a slow moment of this shared machine from slower code.
+  a fixed statement to Postgres), what this shared machine was like as they were taken.
 Then the heavy user's 100,000 memories are loaded and their searches timed.
 
 Engines: the embedded Postgres with shared_buffers 10GB, Valkey in cluster mode, moto in its own process. RDS gives
