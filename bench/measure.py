@@ -38,14 +38,16 @@ def machine() -> dict[str, Any]:
             "platform": platform.platform()}
 
 
-# The fixed work `pace` times: 300 records of the shape a search answers with, made the same way every time.
-_PACE_RANDOM = random.Random(7)
-_PACE_RECORDS = [
-    {"id": f"{_PACE_RANDOM.getrandbits(128):032x}", "score": _PACE_RANDOM.random(),
-     "text": " ".join(_PACE_RANDOM.choice(("plans", "trip", "said", "likes", "coffee", "morning")) for _ in range(12)),
-     "tags": [_PACE_RANDOM.randrange(100) for _ in range(5)]}
-    for _ in range(300)
-]
+def _records(n: int, seed: int = 7) -> list[dict[str, Any]]:
+    """`n` records of the shape a search answers with, the same ones every time."""
+    rng = random.Random(seed)
+    return [{"id": f"{rng.getrandbits(128):032x}", "score": rng.random(),
+             "text": " ".join(rng.choice(("plans", "trip", "said", "likes", "coffee", "morning")) for _ in range(12)),
+             "tags": [rng.randrange(100) for _ in range(5)]} for _ in range(n)]
+
+
+# The fixed work `pace` times.
+_PACE_RECORDS = _records(300)
 PACE_STATEMENT = "SELECT sum(g) FROM generate_series(1, 50000) g"
 PACE_RUNS = 9
 
@@ -79,6 +81,12 @@ def paced(postgres_url: str | None = None) -> Iterator[dict[str, dict[str, float
     speed = {"before": pace(postgres_url)}
     yield speed
     speed["after"] = pace(postgres_url)
+
+
+def pace_text(speed: dict[str, dict[str, float]]) -> str:
+    """`paced`'s readings as "Python before → after / Postgres before → after"."""
+    return " / ".join(f"{speed['before'][work]:.2f} → {speed['after'][work]:.2f} ms"
+                      for work in ("python_ms", "postgres_ms"))
 
 
 def _python_work() -> None:

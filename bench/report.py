@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from measure import RESULTS, machine, now
+from measure import RESULTS, machine, now, pace_text
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,6 @@ def _largest(field: str, stat: str) -> Callable[[dict[str, Any]], Any]:
 PACE = "(fixed Python work / a fixed Postgres statement, as the timings began → ended; lower is faster)"
 
 
-def _paced(speed: dict[str, dict[str, float]]) -> str:
-    """measure.paced's readings as "Python before → after / Postgres before → after"."""
-    return " / ".join(f"{speed['before'][work]:.2f} → {speed['after'][work]:.2f} ms"
-                      for work in ("python_ms", "postgres_ms"))
-
-
 def _ways(size: str, *ways: str) -> Callable[[dict[str, Any]], str]:
     return lambda d: " vs ".join(f"{d['memories_a_user'][size][way]['p50']:.2f} ms" for way in ways)
 
@@ -73,7 +67,7 @@ def _recall_row(system: str) -> Callable[[dict[str, Any]], str]:
 FIGURES = (
     Figure("chat: overhead a turn adds, p95 (100k memories)", "chat.json", _get("overhead_ms", "p95"), "<= 15 ms",
            lambda v: v <= 15, "ms"),
-    Figure(f"chat: the machine's pace as its turns were timed {PACE}", "chat.json", lambda d: _paced(d["pace_ms"])),
+    Figure(f"chat: the machine's pace as its turns were timed {PACE}", "chat.json", lambda d: pace_text(d["pace_ms"])),
     Figure("chat: POST /v1/turns overhead, p95", "chat.json", _get("turns_overhead_ms", "p95"), unit="ms"),
     Figure("chat: async p95 over synchronous tiers p95", "chat.json", _get("async_over_sync_p95"), "<= 0.15",
            lambda v: v <= 0.15),
@@ -93,7 +87,7 @@ FIGURES = (
     Figure("LoCoMo: search through the API, p95 (published anchors, not measured here: mem0 200 ms, Zep 155 ms)",
            "recall.json", _get("search_ms", "p95"), unit="ms"),
     Figure(f"LoCoMo: the machine's pace as its searches were timed {PACE}", "recall.json",
-           lambda d: _paced(d["pace_ms"])),
+           lambda d: pace_text(d["pace_ms"])),
     Figure("cheap check: windows of 3 turns with a preference it stops (procedural missed rate)", "check.json",
            _get("windows_of_3_turns", "procedural", "missed_rate")),
     Figure("cheap check: windows of 3 turns with a fact it stops (semantic missed rate)", "check.json",
@@ -105,7 +99,7 @@ FIGURES = (
     Figure("scale: the heavy user's search p95", "scale.json", _get("heavy_user", "search_ms", "p95"), "<= 50 ms",
            lambda v: v <= 50, "ms"),
     Figure(f"scale: the machine's pace as the largest size was timed {PACE}", "scale.json",
-           lambda d: _paced(d["sizes"][max(d["sizes"], key=int)]["pace_ms"])),
+           lambda d: pace_text(d["sizes"][max(d["sizes"], key=int)]["pace_ms"])),
     Figure("scale: inserts a second at the largest size", "scale.json",
            lambda d: d["sizes"][max(d["sizes"], key=int)]["inserts_per_s"], unit="/s"),
     Figure("cold start: the chat function's import", "coldstart.json", _get("functions", "ChatFunction", "import_ms"),

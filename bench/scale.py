@@ -35,7 +35,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from measure import RESULTS, command, machine, now, paced, percentiles, write
+from measure import RESULTS, command, machine, now, pace_text, paced, percentiles, write
 
 SEARCH_P95_TARGET_MS = 20.0
 HEAVY_SEARCH_P95_TARGET_MS = 50.0
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         search_ms, chat_ms = figures["search_ms"], figures["chat_overhead_ms"]
         print(f"{int(size):>9,}  search p50 {search_ms['p50']:6.2f} p95 {search_ms['p95']:6.2f} ms  chat overhead "
               f"p50 {chat_ms['p50']:6.2f} p95 {chat_ms['p95']:6.2f} ms  {figures['inserts_per_s']:8.1f} inserts/s  "
-              f"{figures['disk_mb']:8.1f} MB  pace {figures['pace_ms']}")
+              f"{figures['disk_mb']:8.1f} MB  pace {pace_text(figures['pace_ms'])}")
     print(f"heavy user ({heavy_n:,}): search p50 {heavy['search_ms']['p50']} p95 {heavy['search_ms']['p95']} ms"
           f" -> {args.out}")
     return 0
